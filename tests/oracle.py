@@ -1,0 +1,50 @@
+"""Plain-loop reference implementations (the oracle) and batch generators for tests and benchmarks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def random_multiturn_mask(B: int, T: int, gen: torch.Generator, max_turns: int = 6) -> torch.Tensor:
+    """int mask [B, T]: assistant runs (1) separated by tool runs (0), then right padding (0)."""
+    mask = torch.zeros(B, T, dtype=torch.int64)
+    for b in range(B):
+        length = int(torch.randint(0, T + 1, (1,), generator=gen))
+        t, turn = 0, 0
+        while t < length and turn < max_turns:
+            run = int(torch.randint(1, 8, (1,), generator=gen))
+            mask[b, t : min(t + run, length)] = 1
+            t += run + int(torch.randint(1, 6, (1,), generator=gen))
+            turn += 1
+    return mask
+
+
+def oracle_sod_weights(student, teacher, mask, epsilon=1e-6, delta=0.2, min_weight=0.0, step_ids=None):
+    """Per-token loop, straight from the paper's definition (list of lists of floats)."""
+    out = []
+    for b in range(len(mask)):
+        s, t, m = student[b].tolist(), teacher[b].tolist(), [int(x) for x in mask[b].tolist()]
+        ids = [-1] * len(m)
+        if step_ids is None:
+            k = -1
+            for i in range(len(m)):
+                if m[i] and (i == 0 or not m[i - 1]):
+                    k += 1
+                if m[i]:
+                    ids[i] = k
+        else:
+            ids = [int(x) if m[i] else -1 for i, x in enumerate(step_ids[b].tolist())]
+        steps = sorted({k for k in ids if k >= 0})
+        d = {}
+        for k in steps:
+            vals = [abs(s[i] - t[i]) for i in range(len(m)) if ids[i] == k]
+            d[k] = math.fsum(vals) / len(vals)
+        w, prod = {}, 1.0
+        for j, k in enumerate(steps):
+            if j > 0:  # running product prod_{u<j} (d_u + eps) / (d_{u+1} + eps), as in the paper
+                prod *= (d[steps[j - 1]] + epsilon) / (d[k] + epsilon)
+            w[k] = max(min(prod, 1.0 + delta), min_weight)
+        out.append([w[ids[i]] if ids[i] >= 0 else 0.0 for i in range(len(m))])
+    return out

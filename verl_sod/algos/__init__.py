@@ -1,0 +1,1 @@
+"""Algorithm pieces: SOD step weights, trajectory patterns, the registered SOD loss."""

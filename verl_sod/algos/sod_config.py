@@ -1,0 +1,70 @@
+"""Typed configuration of the SOD distillation loss (a verl ``DistillationLossConfig`` subclass).
+
+verl instantiates ``distillation.distillation_loss`` through its ``_target_``; the ``sod`` preset
+points that at :class:`SODDistillationLossConfig`, so SOD's hyper-parameters live beside verl's own
+distillation keys and are range-checked when verl builds the config, in the driver, before any
+worker starts. verl's own fields keep their meaning; ``distillation_loss_coef`` is SOD's lambda,
+the weight of the step-weighted OPD term next to the GRPO term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from verl.workers.config import DistillationLossConfig
+
+DIVERGENCE_SOURCES = ("old_log_probs", "rollout_log_probs")
+
+
+@dataclass
+class SODDistillationLossConfig(DistillationLossConfig):
+    """SOD = verl's distillation loss config plus the step-weighting knobs.
+
+    Args:
+        sod_epsilon: smoothing in ``w_k = min((d_1+eps)/(d_k+eps), 1+delta)``; > 0. Paper: 1e-6.
+        sod_delta: cap on the weights is ``1 + delta``; >= 0. Paper: 0.2.
+        sod_min_weight: floor on every weight in [0, 1]; 0 reproduces the paper.
+        sod_pattern_tol: a step is *attenuated* when ``w_k < 1 - tol`` (pattern metrics only); [0, 1).
+        sod_divergence_source: which student log-probs the divergences d_k are measured from:
+            ``old_log_probs`` (the actor's log-probs at rollout time, fixed across PPO epochs) or
+            ``rollout_log_probs`` (the inference engine's). The gradient always flows through the
+            current log-probs.
+    """
+
+    loss_mode: str = "sod"
+    use_policy_gradient: bool = True
+    sod_epsilon: float = 1e-6
+    sod_delta: float = 0.2
+    sod_min_weight: float = 0.0
+    sod_pattern_tol: float = 0.05
+    sod_divergence_source: str = "old_log_probs"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks = [
+            (self.sod_epsilon > 0, f"sod_epsilon must be > 0, got {self.sod_epsilon}"),
+            (self.sod_delta >= 0, f"sod_delta must be >= 0, got {self.sod_delta}"),
+            (0 <= self.sod_min_weight <= 1, f"sod_min_weight must lie in [0, 1], got {self.sod_min_weight}"),
+            (
+                0 <= self.sod_pattern_tol < 1,
+                f"sod_pattern_tol must lie in [0, 1), got {self.sod_pattern_tol}",
+            ),
+            (
+                self.distillation_loss_coef >= 0,
+                f"distillation_loss_coef must be >= 0, got {self.distillation_loss_coef}",
+            ),
+            (
+                self.sod_divergence_source in DIVERGENCE_SOURCES,
+                f"sod_divergence_source must be one of {DIVERGENCE_SOURCES}, "
+                f"got {self.sod_divergence_source!r}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"distillation.distillation_loss: {message}")
+        if self.loss_mode == "sod" and not self.use_policy_gradient:
+            raise ValueError(
+                "distillation.distillation_loss: loss_mode=sod needs use_policy_gradient=true: the "
+                "step-weighted signal w_k*(log p_T - log p_S) is an advantage; back-propagated directly, "
+                "its gradient would not depend on the teacher."
+            )

@@ -1,0 +1,130 @@
+"""SOD as a verl distillation loss (``distillation.distillation_loss.loss_mode=sod``).
+
+Paper: "Step-wise On-policy Distillation" (SOD), arXiv 2605.07725. For student trajectory tokens
+t in assistant step k, the training advantage is
+
+    A_t = A_GRPO(trajectory) + lambda * w_k * (log p_T(y_t) - log p_S(y_t))
+
+with w_k from :mod:`verl_sod.algos.sod_weights` (w_1 = 1, w_k = min((d_1+eps)/(d_k+eps), 1+delta)).
+
+How it runs inside verl 0.9.1
+    This function is registered with ``register_distillation_loss`` and returns, per token,
+    ``w_k * (log p_S - log p_T)`` (a weighted k1 estimate). With ``use_policy_gradient=true`` verl's
+    ``distillation_loss`` feeds ``-that`` as the advantage of a PPO-clip surrogate, and with
+    ``use_task_rewards=true`` adds it, times ``distillation_loss_coef`` (lambda), to the GRPO surrogate.
+
+Where this differs from the paper's implementation
+    * Two surrogates, not one: verl clips the GRPO term and the distillation term separately (the
+      latter with ``distillation_loss.clip_ratio*``). While the ratio stays inside the clip range the
+      gradient equals that of one surrogate with A_t above; outside it, each term is clipped alone.
+    * d_k is measured on the student's log-probs at rollout time (``old_log_probs`` by default,
+      ``rollout_log_probs`` by option), so the weights do not change across PPO mini-batches and
+      epochs; the gradient flows through the current log-probs. Weights are detached.
+    * Steps are the explicit per-token ``sod_step_ids`` the ``sod_tool_agent`` loop writes when
+      present and consistent, else the maximal runs of ``response_mask == 1`` (one run = one
+      assistant turn in verl's tool agent loop). Tool/observation tokens never get a weight, so they
+      are never distilled, whatever log-prob placeholder they carry.
+    * ``loss_max_clamp`` (verl's) clamps the *weighted* per-token value. ``sod_min_weight`` > 0
+      floors the weights (off by default).
+    * Rows without any assistant token (verl's synthetic padding rows) get weight 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from tensordict import TensorDict
+from verl.trainer.distillation.losses import DistillationLossSettings, register_distillation_loss
+from verl.utils.metric import AggregationType, Metric
+from verl.workers.config import ActorConfig, DistillationConfig
+from verl.workers.utils.padding import no_padding_2_padding
+
+from verl_sod.algos.patterns import sod_metrics
+from verl_sod.algos.sod_config import SODDistillationLossConfig
+from verl_sod.algos.sod_weights import mask_run_step_ids, sod_step_stats
+
+logger = logging.getLogger(__name__)
+
+SOD_LOSS_NAME = "sod"
+STEP_IDS_KEY = "sod_step_ids"
+_DEFAULTS = SODDistillationLossConfig.__dataclass_fields__
+
+
+def _padded(x: torch.Tensor, pad: float | int) -> torch.Tensor:
+    return x.to_padded_tensor(pad) if x.is_nested else x
+
+
+def _sod_setting(loss_config: Any, name: str) -> Any:
+    if hasattr(loss_config, name):
+        return getattr(loss_config, name)
+    return _DEFAULTS[name].default
+
+
+def resolve_step_ids(data: TensorDict, mask_BT: torch.Tensor) -> torch.Tensor | None:
+    """Explicit per-token step ids aligned with ``mask_BT``, or None to fall back to mask runs.
+
+    A row whose ``sod_step_ids`` length differs from its response length (verl's synthetic padding
+    rows copy the first sample's extra fields) gets -1 everywhere for a row without assistant
+    tokens, and its mask runs otherwise.
+    """
+    if STEP_IDS_KEY not in data.keys():  # noqa: SIM118  (TensorDict has no __contains__)
+        return None
+    step = data[STEP_IDS_KEY]
+    mask = data["response_mask"]
+    B, T = mask_BT.shape
+    if step.is_nested and mask.is_nested:
+        step_lens = step.offsets().diff()
+        ok_B = step_lens == mask.offsets().diff()
+        width = max(T, int(step_lens.max().item()) if B else 0)
+        step_BT = step.to_padded_tensor(-1, output_size=(B, width))[:, :T]
+    else:
+        step_BT = _padded(step, -1)
+        if step_BT.shape != mask_BT.shape:
+            return None
+        ok_B = torch.ones(B, dtype=torch.bool, device=mask_BT.device)
+    if bool(ok_B.all()):
+        return step_BT.long()
+    fallback_BT = mask_run_step_ids(mask_BT.bool())
+    return torch.where(ok_B.unsqueeze(1), step_BT.long(), fallback_BT)
+
+
+@register_distillation_loss(DistillationLossSettings(names=[SOD_LOSS_NAME], use_estimator=True))
+def compute_sod_distillation_loss(
+    config: ActorConfig,
+    distillation_config: DistillationConfig,
+    model_output: dict,
+    data: TensorDict,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Per-token ``w_k * (log p_S - log p_T)``, shape ``[B, max_resp_len]``, plus SOD metrics."""
+    loss_config = distillation_config.distillation_loss
+    student_BT = no_padding_2_padding(model_output["log_probs"], data)
+    teacher_BT = no_padding_2_padding(data["teacher_logprobs"], data).squeeze(-1)
+    mask_BT = _padded(data["response_mask"], 0).bool()
+    source = _sod_setting(loss_config, "sod_divergence_source")
+    if source in data.keys():  # noqa: SIM118
+        ref_student_BT = _padded(data[source], 0.0)
+    else:
+        logger.warning("SOD: %s missing from the batch; measuring d_k on the current log-probs.", source)
+        ref_student_BT = student_BT.detach()
+    stats = sod_step_stats(
+        ref_student_BT,
+        teacher_BT,
+        mask_BT,
+        epsilon=_sod_setting(loss_config, "sod_epsilon"),
+        delta=_sod_setting(loss_config, "sod_delta"),
+        min_weight=_sod_setting(loss_config, "sod_min_weight"),
+        step_ids=resolve_step_ids(data, mask_BT),
+    )
+    weight_BT = stats.weight_BT.to(student_BT.dtype)
+    losses_BT = weight_BT * (student_BT - teacher_BT)
+    metrics: dict[str, Any] = {
+        "distillation/abs_loss": Metric(AggregationType.MEAN, losses_BT[mask_BT].abs().mean()),
+    }
+    for key, value in sod_metrics(stats, tol=_sod_setting(loss_config, "sod_pattern_tol")).items():
+        aggregation = AggregationType.MIN if key.endswith("_min") else AggregationType.MEAN
+        if key.endswith("_max"):
+            aggregation = AggregationType.MAX
+        metrics[key] = Metric(aggregation, value)
+    return losses_BT, metrics

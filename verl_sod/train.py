@@ -1,0 +1,24 @@
+"""``python -m verl_sod.train preset=NAME key=value ...``: verl's own PPO entry point on a preset.
+
+This is verl 0.9.1's ``verl.trainer.main_ppo.main`` (config validation, Ray start, V1 TaskRunner,
+``fit()``), called on the config composed from ``verl_sod/config/verl_sod.yaml``. Nothing of
+verl's training loop is copied; the plugin's registrations reach every Ray worker through the
+``verl.plugins`` entry point.
+"""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(config_path="config", config_name="verl_sod", version_base=None)
+def main(config: DictConfig) -> None:
+    from verl.trainer.main_ppo import main as verl_main
+
+    # hydra.main keeps the undecorated function as __wrapped__: verl's body, run on our config.
+    verl_main.__wrapped__(config)
+
+
+if __name__ == "__main__":
+    main()
