@@ -53,7 +53,7 @@ def test_metrics_values():
     mask = torch.stack([m for m, _ in rows] + [torch.zeros(6, dtype=torch.long)])
     diff = torch.stack([x for _, x in rows] + [torch.zeros(6)])
     m = sod_metrics(sod_step_stats(torch.zeros_like(diff), -diff, mask), tol=0.05)
-    assert m["sod/empty_trajectories"] == 1
+    assert m["sod/empty_traj_frac"] == 0.25
     assert m["sod/steps_per_traj"] == 2
     assert m["sod/weight_min"] == pytest.approx(0.25, rel=1e-4)
     assert m["sod/weight_mean"] == pytest.approx((1 + 1 + 1 + 0.25 + 1 + 0.5) / 6, rel=1e-4)
@@ -67,7 +67,7 @@ def test_metrics_values():
 
 def test_metrics_of_an_all_empty_batch():
     stats = sod_step_stats(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 3))
-    assert sod_metrics(stats) == {"sod/empty_trajectories": 2.0}
+    assert sod_metrics(stats) == {"sod/empty_traj_frac": 1.0}
 
 
 def test_bad_tolerance():

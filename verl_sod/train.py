@@ -16,6 +16,9 @@ from omegaconf import DictConfig
 def main(config: DictConfig) -> None:
     from verl.trainer.main_ppo import main as verl_main
 
+    from verl_sod.preflight import preflight
+
+    preflight(config)
     # hydra.main keeps the undecorated function as __wrapped__: verl's body, run on our config.
     verl_main.__wrapped__(config)
 

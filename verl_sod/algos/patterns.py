@@ -53,7 +53,8 @@ def sod_metrics(stats: SODStepStats, tol: float = 0.05, prefix: str = "sod/") ->
     valid_BK = stats.valid_BK
     has_steps_B = valid_BK.any(dim=1)
     n_rows = int(has_steps_B.sum())
-    out: dict[str, float] = {f"{prefix}empty_trajectories": float(has_steps_B.numel() - n_rows)}
+    n_all = has_steps_B.numel()
+    out: dict[str, float] = {f"{prefix}empty_traj_frac": (n_all - n_rows) / n_all if n_all else 0.0}
     if n_rows == 0:
         return out
     w_valid = stats.weight_BK[valid_BK]

@@ -1,0 +1,85 @@
+"""Broken configs stop before Ray starts, with the fix in the message; the launcher composes presets."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import resources
+
+import pytest
+
+from verl_sod.preflight import ConfigError, preflight
+from verl_sod.presets import available_presets, compose
+
+TEACHER = [
+    "distillation.n_gpus_per_node=1",
+    "distillation.nnodes=1",
+    "distillation.teacher_models.teacher_model.model_path=/nonexistent/teacher",
+    "distillation.teacher_models.teacher_model.inference.tensor_model_parallel_size=1",
+    "actor_rollout_ref.rollout.name=vllm",
+]
+
+
+def test_valid_presets_pass():
+    preflight(compose("sod", TEACHER))
+    preflight(compose("grpo"))
+    preflight(compose("dapo", ["actor_rollout_ref.rollout.response_length=8192"]))
+
+
+def test_sod_without_distillation():
+    cfg = compose("grpo", ["distillation.distillation_loss.loss_mode=sod"])
+    with pytest.raises(ConfigError, match="preset=sod"):
+        preflight(cfg)
+
+
+def test_sod_out_of_range_hyperparameter():
+    cfg = compose("sod", [*TEACHER, "distillation.distillation_loss.sod_delta=-0.5"])
+    with pytest.raises(ConfigError, match="sod_delta must be >= 0"):
+        preflight(cfg)
+
+
+def test_teacher_pool_mismatch():
+    cfg = compose(
+        "sod", [*TEACHER, "distillation.teacher_models.teacher_model.inference.tensor_model_parallel_size=2"]
+    )
+    with pytest.raises(ConfigError, match="distillation"):
+        preflight(cfg)
+
+
+def test_overlong_buffer_longer_than_response():
+    cfg = compose("dapo", ["actor_rollout_ref.rollout.response_length=512"])
+    with pytest.raises(ConfigError, match=r"overlong_buffer_cfg.len=4096 .* max_resp_len=512"):
+        preflight(cfg)
+
+
+def test_every_preset_yaml_starts_with_its_launch_command():
+    folder = resources.files("verl_sod.config")
+    files = [folder / "verl_sod.yaml"] + [folder / "preset" / f"{p}.yaml" for p in available_presets()]
+    for path in files:
+        head = path.read_text().splitlines()[:4]
+        assert any(line.startswith("# Launch: python -m verl_sod.train") for line in head), path
+
+
+def _launch(*args):
+    cmd = [sys.executable, "-m", "verl_sod.train", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_launcher_prints_a_composed_preset():
+    proc = _launch("preset=dapo", "--cfg", "job")
+    assert proc.returncode == 0, proc.stderr
+    assert "clip_ratio_high: 0.28" in proc.stdout and "adv_estimator: grpo" in proc.stdout
+
+
+def test_launcher_rejects_an_unknown_preset_before_starting_anything():
+    proc = _launch("preset=ppo2")
+    assert proc.returncode != 0
+    assert "ppo2" in proc.stderr and "Available options" in proc.stderr
+    assert "ray" not in proc.stderr.lower()
+
+
+def test_launcher_stops_a_broken_config_before_ray():
+    proc = _launch("preset=grpo", "distillation.distillation_loss.loss_mode=sod")
+    assert proc.returncode != 0
+    assert "ConfigError" in proc.stderr and "preset=sod" in proc.stderr
+    assert "Started a local Ray instance" not in proc.stderr + proc.stdout

@@ -1,0 +1,68 @@
+"""Checks run on the composed config before verl starts Ray or any worker.
+
+verl validates some of this only inside its Ray actors (or not at all); here a broken config stops
+the launch at once, with the fix in the message.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot train; the message says how to fix it."""
+
+
+def _check_sod_needs_distillation(config: DictConfig) -> None:
+    dist = config.distillation
+    if dist.distillation_loss.loss_mode == "sod" and not dist.enabled:
+        raise ConfigError(
+            "distillation.distillation_loss.loss_mode=sod but distillation.enabled=false: SOD needs the "
+            "teacher's log-probs. Use `preset=sod` (it enables distillation) and set "
+            "distillation.teacher_models.teacher_model.model_path, distillation.n_gpus_per_node, "
+            "distillation.nnodes."
+        )
+
+
+def _check_distillation_builds(config: DictConfig) -> None:
+    if not config.distillation.enabled:
+        return
+    from verl.utils.config import omega_conf_to_dataclass
+
+    try:
+        loss_cfg = omega_conf_to_dataclass(config.distillation).distillation_loss
+    except Exception as err:  # hydra wraps the dataclass error; surface the cause
+        cause = err.__cause__ or err
+        raise ConfigError(f"distillation config is invalid: {cause}") from err
+    if loss_cfg.loss_mode == "sod" and not hasattr(loss_cfg, "sod_delta"):
+        logger.warning(
+            "loss_mode=sod with a plain DistillationLossConfig: SOD uses its default hyper-parameters. "
+            "Use preset=sod to configure them."
+        )
+
+
+def _check_overlong_buffer(config: DictConfig) -> None:
+    kwargs = config.reward.get("reward_kwargs") or {}
+    overlong = kwargs.get("overlong_buffer_cfg")
+    if config.reward.reward_manager.name != "dapo" or not overlong or not overlong.get("enable"):
+        return
+    max_len = kwargs.get("max_resp_len")
+    if max_len is None or overlong.len > max_len or overlong.len <= 0:
+        raise ConfigError(
+            f"reward.reward_kwargs.overlong_buffer_cfg.len={overlong.len} must lie in (0, max_resp_len="
+            f"{max_len}] (max_resp_len follows actor_rollout_ref.rollout.response_length). Lower it, e.g. "
+            f"reward.reward_kwargs.overlong_buffer_cfg.len={max(1, (max_len or 4) // 4)}."
+        )
+
+
+CHECKS = (_check_sod_needs_distillation, _check_distillation_builds, _check_overlong_buffer)
+
+
+def preflight(config: DictConfig) -> None:
+    """Raise :class:`ConfigError` on the first problem found."""
+    for check in CHECKS:
+        check(config)
