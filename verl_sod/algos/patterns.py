@@ -48,7 +48,7 @@ def classify_patterns(stats: SODStepStats, tol: float = 0.05) -> torch.Tensor:
 def sod_metrics(stats: SODStepStats, tol: float = 0.05, prefix: str = "sod/") -> dict[str, float]:
     """Scalar summaries of one batch of SOD weights, for verl's metric dict.
 
-    Rows without any step are excluded from every statistic (their count is reported).
+    Rows without any step are excluded from every statistic (their share is reported).
     """
     valid_BK = stats.valid_BK
     has_steps_B = valid_BK.any(dim=1)

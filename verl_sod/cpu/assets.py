@@ -1,0 +1,136 @@
+"""Tiny, deterministic assets built locally: a Qwen3-style chat tokenizer and tiny Qwen3 models.
+
+Nothing is downloaded. The tokenizer is byte-level (every byte is a token, no merges) plus the
+special tokens Qwen3 uses for chat and tool calls, so any text round-trips exactly and verl's
+``hermes`` tool parser finds ``<tool_call>...</tool_call>`` in decoded responses. The chat template
+renders tools, assistant tool calls and tool responses the way Qwen3's does (tool results go in a
+``user`` turn wrapped in ``<tool_response>``), in a compact form: consecutive tool messages get a
+turn each instead of sharing one.
+
+Assets live in a cache directory keyed by their spec, so a second call is free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+    "<think>",
+    "</think>",
+]
+
+CHAT_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\n"
+    "{% if messages[0].role == 'system' %}{{ messages[0].content }}\n\n{% endif %}"
+    "# Tools\n<tools>{% for tool in tools %}{{ '\\n' }}{{ tool | tojson }}{% endfor %}{{ '\\n' }}</tools>\n"
+    'Call a tool as <tool_call>\n{"name": <name>, "arguments": <json object>}\n</tool_call>'
+    "<|im_end|>\n"
+    "{% elif messages[0].role == 'system' %}<|im_start|>system\n{{ messages[0].content }}<|im_end|>\n"
+    "{% endif %}"
+    "{% for m in messages %}"
+    "{% if m.role == 'system' %}"
+    "{% elif m.role == 'tool' %}"
+    "<|im_start|>user\n<tool_response>\n{{ m.content }}\n</tool_response><|im_end|>\n"
+    "{% elif m.role == 'assistant' %}<|im_start|>assistant\n{{ m.content or '' }}"
+    "{% for tc in m.tool_calls or [] %}{% if loop.first and m.content %}{{ '\\n' }}{% endif %}"
+    "{% set args = tc.function.arguments %}"
+    '<tool_call>\n{"name": "{{ tc.function.name }}", "arguments": '
+    "{{ args if args is string else (args | tojson) }}}\n</tool_call>"
+    "{% endfor %}<|im_end|>\n"
+    "{% else %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Shape of a tiny Qwen3 causal LM."""
+
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    intermediate_size: int = 128
+    max_position_embeddings: int = 2048
+    seed: int = 0
+
+
+STUDENT = TinyModelSpec(hidden_size=64, num_hidden_layers=2, intermediate_size=128, seed=1)
+TEACHER = TinyModelSpec(hidden_size=128, num_hidden_layers=3, intermediate_size=256, seed=2)
+
+
+def cache_root() -> Path:
+    """``$VERL_SOD_CACHE`` or ``~/.cache/verl_sod``."""
+    return Path(os.environ.get("VERL_SOD_CACHE", Path.home() / ".cache" / "verl_sod"))
+
+
+def _key(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def build_tokenizer(out_dir: Path | None = None):
+    """Save (once) and return the byte-level chat tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    out_dir = Path(out_dir or cache_root() / f"tokenizer-{_key({'t': CHAT_TEMPLATE, 's': SPECIAL_TOKENS})}")
+    if (out_dir / "tokenizer.json").exists():
+        return PreTrainedTokenizerFast.from_pretrained(out_dir)
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+    )
+    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    tok.chat_template = CHAT_TEMPLATE
+    tok.save_pretrained(out_dir)
+    return PreTrainedTokenizerFast.from_pretrained(out_dir)
+
+
+def build_model(spec: TinyModelSpec, out_dir: Path | None = None) -> Path:
+    """Save (once) a randomly initialised tiny Qwen3 model sharing the chat tokenizer; return its dir."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tok = build_tokenizer()
+    out_dir = Path(out_dir or cache_root() / f"qwen3-tiny-{_key({**asdict(spec), 'v': len(tok)})}")
+    if (out_dir / "config.json").exists():
+        return out_dir
+    config = Qwen3Config(
+        vocab_size=len(tok),
+        hidden_size=spec.hidden_size,
+        num_hidden_layers=spec.num_hidden_layers,
+        num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads,
+        head_dim=spec.hidden_size // spec.num_attention_heads,
+        intermediate_size=spec.intermediate_size,
+        max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tok.convert_tokens_to_ids("<|im_start|>"),
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(spec.seed)
+    model = Qwen3ForCausalLM(config)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
