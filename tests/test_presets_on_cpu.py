@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from helpers import TEACHER_OVERRIDES
 from omegaconf import OmegaConf
 from verl.utils.config import omega_conf_to_dataclass
 
 from verl_sod.presets import available_presets, compose
 
-TEACHER = [
-    "distillation.n_gpus_per_node=1",
-    "distillation.nnodes=1",
-    "distillation.teacher_models.teacher_model.model_path=/nonexistent/teacher",
-    "distillation.teacher_models.teacher_model.inference.tensor_model_parallel_size=1",
-    "actor_rollout_ref.rollout.name=vllm",
-]
+TEACHER = TEACHER_OVERRIDES
 
 
 def test_available_presets():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import TEACHER_OVERRIDES
 from oracle import oracle_sod_weights, random_multiturn_mask
 from tensordict import TensorDict
 from verl.trainer.distillation.losses import (
@@ -23,11 +24,7 @@ from verl_sod.algos.sod_config import SODDistillationLossConfig
 from verl_sod.presets import compose
 
 TEACHER = [
-    "distillation.n_gpus_per_node=1",
-    "distillation.nnodes=1",
-    "distillation.teacher_models.teacher_model.model_path=/nonexistent/teacher",
-    "distillation.teacher_models.teacher_model.inference.tensor_model_parallel_size=1",
-    "actor_rollout_ref.rollout.name=vllm",
+    *TEACHER_OVERRIDES,
     "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1",
     "actor_rollout_ref.actor.loss_agg_mode=token-mean",
     "actor_rollout_ref.actor.entropy_coeff=0",
