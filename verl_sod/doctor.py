@@ -19,9 +19,17 @@ PLUGIN_MODULE = "verl_sod.register"
 
 
 def _registries() -> dict[str, Callable[[], set[str]]]:
+    from verl.plugin.platform.platform_manager import PlatformRegistry
     from verl.trainer.distillation.losses import DISTILLATION_LOSS_REGISTRY
+    from verl.workers.rollout import base as rollout_base
+    from verl.workers.rollout.replica import RolloutReplicaRegistry
 
-    return {"distillation_loss": lambda: set(DISTILLATION_LOSS_REGISTRY)}
+    return {
+        "distillation_loss": lambda: set(DISTILLATION_LOSS_REGISTRY),
+        "platform": lambda: set(PlatformRegistry.registered_names()),
+        "rollout_replica": lambda: set(RolloutReplicaRegistry._registry),
+        "rollout_adapter": lambda: {name for name, _mode in rollout_base._ROLLOUT_REGISTRY},
+    }
 
 
 def _entry_point_status() -> tuple[bool, str]:

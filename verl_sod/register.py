@@ -5,12 +5,24 @@ verl loads it on every ``import verl`` through the ``verl.plugins`` entry point 
 (logged at DEBUG only), so :data:`EXPECTED` lists what must be registered and
 ``python -m verl_sod doctor`` checks it loudly.
 
-Keep this module to registrations: it runs while ``verl/__init__`` is still executing.
+Keep this module to registrations: it runs while ``verl/__init__`` is still executing. The CPU
+platform and the ``hf`` rollout backend are registered everywhere but stay inert unless
+``VERL_PLATFORM=cpu`` selects the platform and a config names ``rollout.name=hf``.
 """
 
 from __future__ import annotations
 
 from verl_sod.algos import sod_loss
+from verl_sod.cpu import hf_rollout, platform
+from verl_sod.cpu.verl_patches import apply_cpu_patches
+
+hf_rollout.register_hf_backend()
+apply_cpu_patches()
 
 # (registry, name) pairs verl_sod must have registered once this module is imported.
-EXPECTED: tuple[tuple[str, str], ...] = (("distillation_loss", sod_loss.SOD_LOSS_NAME),)
+EXPECTED: tuple[tuple[str, str], ...] = (
+    ("distillation_loss", sod_loss.SOD_LOSS_NAME),
+    ("platform", platform.PLATFORM_NAME),
+    ("rollout_replica", hf_rollout.BACKEND_NAME),
+    ("rollout_adapter", hf_rollout.BACKEND_NAME),
+)

@@ -8,6 +8,8 @@ verl's training loop is copied; the plugin's registrations reach every Ray worke
 
 from __future__ import annotations
 
+import os
+
 import hydra
 from omegaconf import DictConfig
 
@@ -19,6 +21,10 @@ def main(config: DictConfig) -> None:
     from verl_sod.preflight import preflight
 
     preflight(config)
+    # The launcher and the local Ray cluster it starts inherit these (VERL_PLATFORM=cpu, ...).
+    env_vars = config.ray_kwargs.ray_init.get("runtime_env", {}).get("env_vars", {}) or {}
+    for key, value in env_vars.items():
+        os.environ.setdefault(str(key), str(value))
     # hydra.main keeps the undecorated function as __wrapped__: verl's body, run on our config.
     verl_main.__wrapped__(config)
 
