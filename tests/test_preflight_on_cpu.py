@@ -9,16 +9,56 @@ from importlib import resources
 import pytest
 from helpers import TEACHER_OVERRIDES
 
+from verl_sod.cpu import assets
 from verl_sod.preflight import ConfigError, preflight
 from verl_sod.presets import available_presets, compose
 
 TEACHER = TEACHER_OVERRIDES
 
 
-def test_valid_presets_pass():
-    preflight(compose("sod", TEACHER))
-    preflight(compose("grpo"))
-    preflight(compose("dapo", ["actor_rollout_ref.rollout.response_length=8192"]))
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Local student and teacher dirs sharing a tokenizer, plus a teacher with a different one."""
+    root = tmp_path_factory.mktemp("models")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VERL_SOD_CACHE", str(root))
+        student = assets.build_model(assets.STUDENT)
+        teacher = assets.build_model(assets.TEACHER)
+        other = root / "other-tokenizer"
+        tok = assets.build_tokenizer()
+        tok.add_tokens(["<extra_token>"])
+        tok.save_pretrained(other)
+    return {"student": str(student), "teacher": str(teacher), "other": str(other)}
+
+
+def _paths(models, teacher="teacher"):
+    return [
+        f"actor_rollout_ref.model.path={models['student']}",
+        f"distillation.teacher_models.teacher_model.model_path={models[teacher]}",
+    ]
+
+
+def test_valid_presets_pass(models):
+    preflight(compose("sod", [*TEACHER, *_paths(models)]))
+    preflight(compose("grpo", _paths(models)[:1]))
+    preflight(compose("dapo", ["actor_rollout_ref.rollout.response_length=8192", *_paths(models)[:1]]))
+
+
+def test_teacher_with_another_tokenizer_names_both(models):
+    cfg = compose("sod", [*TEACHER, *_paths(models, teacher="other")])
+    with pytest.raises(ConfigError, match="different tokenizers") as err:
+        preflight(cfg)
+    assert models["other"] in str(err.value) and models["student"] in str(err.value)
+
+
+@pytest.mark.parametrize("which", ["student", "teacher"])
+def test_missing_model_path(models, which):
+    paths = _paths(models)
+    paths[0 if which == "student" else 1] = (
+        paths[0 if which == "student" else 1].split("=")[0] + "=/no/such/model"
+    )
+    with pytest.raises(ConfigError, match="/no/such/model: no such directory"):
+        preflight(compose("sod", [*TEACHER, *paths]))
 
 
 def test_sod_without_distillation():

@@ -7,6 +7,8 @@ the launch at once, with the fix in the message.
 from __future__ import annotations
 
 import logging
+import os
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -59,7 +61,61 @@ def _check_overlong_buffer(config: DictConfig) -> None:
         )
 
 
-CHECKS = (_check_sod_needs_distillation, _check_distillation_builds, _check_overlong_buffer)
+def _is_local(path: str) -> bool:
+    return path.startswith(("/", "./", "../", "~")) or os.path.exists(os.path.expanduser(path))
+
+
+def _check_model_paths(config: DictConfig) -> None:
+    paths = {"actor_rollout_ref.model.path": config.actor_rollout_ref.model.path}
+    if config.distillation.enabled:
+        for name, teacher in config.distillation.teacher_models.items():
+            paths[f"distillation.teacher_models.{name}.model_path"] = teacher.get("model_path")
+    for key, path in paths.items():
+        if path is None:
+            raise ConfigError(f"{key} is not set: point it at a Hugging Face model directory or hub id.")
+        if _is_local(str(path)) and not os.path.isdir(os.path.expanduser(str(path))):
+            raise ConfigError(f"{key}={path}: no such directory. Set {key} to an existing model directory.")
+
+
+def _load_tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(os.path.expanduser(path), trust_remote_code=False)
+
+
+def _check_teacher_tokenizer(config: DictConfig) -> None:
+    """The teacher scores the student's token ids: a different vocabulary is silently wrong."""
+    if not config.distillation.enabled:
+        return
+    model = config.actor_rollout_ref.model
+    student_path = str(model.get("tokenizer_path") or model.path)
+    if not _is_local(student_path):
+        logger.warning("teacher/student tokenizer check skipped: %s is not a local directory", student_path)
+        return
+    student_vocab = _load_tokenizer(student_path).get_vocab()
+    for name, teacher in config.distillation.teacher_models.items():
+        teacher_path = str(teacher.model_path)
+        if not _is_local(teacher_path):
+            logger.warning("teacher/student tokenizer check skipped: %s is not local", teacher_path)
+            continue
+        teacher_vocab = _load_tokenizer(teacher_path).get_vocab()
+        if teacher_vocab != student_vocab:
+            differ = sorted(set(teacher_vocab.items()) ^ set(student_vocab.items()))[:3]
+            raise ConfigError(
+                f"teacher {name!r} ({teacher_path}) and student ({student_path}) use different tokenizers "
+                f"({len(teacher_vocab)} vs {len(student_vocab)} tokens; e.g. {differ}). The teacher scores "
+                "the student's token ids, so they must share one vocabulary: pick a teacher from the "
+                "student's model family."
+            )
+
+
+CHECKS = (
+    _check_sod_needs_distillation,
+    _check_distillation_builds,
+    _check_overlong_buffer,
+    _check_model_paths,
+    _check_teacher_tokenizer,
+)
 
 
 def preflight(config: DictConfig) -> None:
