@@ -9,7 +9,7 @@ TORCH_CPU := torch==2.13.0
 STAMP := $(VENV)/.verl-sod-installed
 PIP_QUIET := 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }
 
-.PHONY: install test bench lint fmt demo doctor clean
+.PHONY: install test test-fast bench lint fmt demo doctor clean
 
 install: $(STAMP)
 
@@ -29,6 +29,9 @@ doctor: install
 test: install
 	$(PY) -m pytest tests
 
+test-fast: install
+	$(PY) -m pytest tests -m "not e2e"
+
 bench: install
 	$(PY) benchmarks/bench_sod_weights.py
 
@@ -41,9 +44,7 @@ fmt: install
 	$(VENV)/bin/ruff check --fix .
 
 demo: install
-	@echo "make demo: the SOD run through verl's trainer on CPU needs the CPU platform and hf rollout"
-	@echo "backend of issue #3, which is not built yet. Available now: make doctor, make bench, make test."
-	@exit 2
+	$(PY) -m verl_sod.demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -60,7 +60,9 @@ def test_tokenizer_round_trips_any_text():
 def test_chat_template_renders_tool_turns_like_qwen3():
     tok = assets.build_tokenizer()
     text = tok.apply_chat_template(MESSAGES, tools=TOOLS, tokenize=False)
-    assert text.startswith("<|im_start|>system\n# Tools\n<tools>\n{")
+    assert text.startswith(
+        "<|im_start|>system\n# Tools\n<tools>\ncode_interpreter(code): Run Python code.\n</tools>"
+    )
     assert (
         '<|im_start|>assistant\nLet me compute.\n<tool_call>\n{"name": "code_interpreter", "arguments": '
         '{"code": "print(2+3*4)"}}\n</tool_call><|im_end|>\n' in text

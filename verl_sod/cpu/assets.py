@@ -3,8 +3,10 @@
 Nothing is downloaded. The tokenizer is byte-level (every byte is a token, no merges) plus the
 special tokens Qwen3 uses for chat and tool calls, so any text round-trips exactly and verl's
 ``hermes`` tool parser finds ``<tool_call>...</tool_call>`` in decoded responses. The chat template
-renders tools, assistant tool calls and tool responses the way Qwen3's does (tool results go in a
-``user`` turn wrapped in ``<tool_response>``), in a compact form: consecutive tool messages get a
+renders assistant tool calls and tool responses the way Qwen3's does (hermes ``<tool_call>`` JSON;
+tool results in a ``user`` turn wrapped in ``<tool_response>``). Two deliberate simplifications
+keep prompts short for byte-level tiny models: the tool list is one line per tool
+(``name(args): description``) instead of the JSON schemas, and consecutive tool messages get a
 turn each instead of sharing one.
 
 Assets live in a cache directory keyed by their spec, so a second call is free.
@@ -33,9 +35,9 @@ SPECIAL_TOKENS = [
 CHAT_TEMPLATE = (
     "{% if tools %}<|im_start|>system\n"
     "{% if messages[0].role == 'system' %}{{ messages[0].content }}\n\n{% endif %}"
-    "# Tools\n<tools>{% for tool in tools %}{{ '\\n' }}{{ tool | tojson }}{% endfor %}{{ '\\n' }}</tools>\n"
-    'Call a tool as <tool_call>\n{"name": <name>, "arguments": <json object>}\n</tool_call>'
-    "<|im_end|>\n"
+    "# Tools\n<tools>{% for tool in tools %}{{ '\\n' }}{{ tool.function.name }}("
+    "{{ tool.function.parameters.properties | list | join(', ') }}): {{ tool.function.description }}"
+    "{% endfor %}{{ '\\n' }}</tools><|im_end|>\n"
     "{% elif messages[0].role == 'system' %}<|im_start|>system\n{{ messages[0].content }}<|im_end|>\n"
     "{% endif %}"
     "{% for m in messages %}"
