@@ -96,7 +96,7 @@ def test_models_share_the_vocabulary_and_are_deterministic(tmp_path):
     s2 = AutoModelForCausalLM.from_pretrained(again)
     t = AutoModelForCausalLM.from_pretrained(teacher_dir)
     assert s.config.vocab_size == t.config.vocab_size == len(assets.build_tokenizer())
-    assert sum(p.numel() for p in t.parameters()) > 2 * sum(p.numel() for p in s.parameters())
+    assert sum(p.numel() for p in t.parameters()) > 1.5 * sum(p.numel() for p in s.parameters())
     for a, b in zip(s.state_dict().values(), s2.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert assets.build_model(assets.STUDENT) == student_dir  # cached: same directory, no rebuild

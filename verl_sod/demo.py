@@ -46,7 +46,7 @@ def summarize(result: RunResult) -> str:
         if key:
             series = result.values(key)
             lines.append(
-                f"student validation {metric} (greedy, {key}): "
+                f"student validation {metric} (sampled, {key}): "
                 f"before {series[0][1]:.3f} -> after {series[-1][1]:.3f}"
             )
     train_reward = result.values("critic/score/mean")

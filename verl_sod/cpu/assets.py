@@ -70,7 +70,7 @@ class TinyModelSpec:
     seed: int = 0
 
 
-STUDENT = TinyModelSpec(hidden_size=64, num_hidden_layers=2, intermediate_size=128, seed=1)
+STUDENT = TinyModelSpec(hidden_size=96, num_hidden_layers=3, intermediate_size=192, seed=1)
 TEACHER = TinyModelSpec(hidden_size=128, num_hidden_layers=3, intermediate_size=256, seed=2)
 
 
