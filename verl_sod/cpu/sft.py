@@ -101,7 +101,12 @@ def train(spec: SFTSpec, name: str, log_every: int = 50) -> Path:
     """Fine-tune ``spec.model`` (cached); return the saved model directory."""
     from transformers import AutoModelForCausalLM
 
-    key = assets._key({"sft": asdict(spec)})
+    # The key covers the spec and a rendered sample trajectory, so a change of task text, tool
+    # schema or chat template retrains instead of silently reusing stale models.
+    sample = assets.build_tokenizer().apply_chat_template(
+        correct_trajectory(make_problems(1, seed=0)[0]), tools=tool_schemas(), tokenize=False
+    )
+    key = assets._key({"sft": asdict(spec), "sample": sample})
     out = assets.cache_root() / f"sft-{name}-{key}"
     if (out / "config.json").exists():
         return out
