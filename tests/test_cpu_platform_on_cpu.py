@@ -135,3 +135,39 @@ def test_load_weights_changes_the_model_and_rejects_unknown_names(server):
     assert all(torch.count_nonzero(srv.model.state_dict()[k]) == 0 for k in sd)
     with pytest.raises(KeyError, match="not in the model"):
         asyncio.run(srv.load_weights({"no.such.weight": torch.zeros(1)}))
+
+
+def test_concurrent_requests_are_batched_and_match_unbatched_logprobs(server):
+    """Prompts of different lengths decoded in one left-padded batch: every row's log-probs equal a
+    plain forward pass over that row alone, rows stop independently, and scoring batches too."""
+    srv, path = server
+    prompts = [[5, 17, 42, 99, 3], [1, 2], [9, 8, 7, 6, 5, 4, 3, 2, 1], [11]]
+    params = {"temperature": 1.0, "logprobs": True}
+
+    async def both():
+        limits = [12, 3, 12, 12]
+        gens = [
+            srv.generate(f"g{i}", p, {**params, "max_tokens": n})
+            for i, (p, n) in enumerate(zip(prompts, limits, strict=True))
+        ]
+        scores = [srv.generate(f"s{i}", p, {"prompt_logprobs": 0}) for i, p in enumerate(prompts)]
+        return await asyncio.gather(*gens), await asyncio.gather(*scores)
+
+    calls = []
+    original = srv._run_group
+    srv._run_group = lambda group, requests: calls.append(len(requests)) or original(group, requests)
+    try:
+        outs, scored = asyncio.run(both())
+    finally:
+        srv._run_group = original
+    assert calls[0] == len(prompts), calls  # the four generations shared one batch
+    assert len(outs[1].token_ids) <= 3
+    for prompt, out, score in zip(prompts, outs, scored, strict=True):
+        assert 1 <= len(out.token_ids) == len(out.log_probs)
+        ref = _reference_logprobs(path, prompt + out.token_ids)[len(prompt) - 1 :]
+        torch.testing.assert_close(torch.tensor(out.log_probs), ref, rtol=1e-4, atol=1e-4)
+        if len(prompt) > 1:
+            got = [g[0] for g in score.extra_fields["prompt_logprobs"][:-1]]
+            torch.testing.assert_close(
+                torch.tensor(got), _reference_logprobs(path, prompt), rtol=1e-4, atol=1e-4
+            )

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Generator
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -36,28 +37,56 @@ logger = logging.getLogger(__name__)
 BACKEND_NAME = "hf"
 
 
-def _sample(logits_1V: torch.Tensor, temperature: float, top_k: int, top_p: float) -> tuple[int, float]:
-    """Sample one token; return it and its log-prob under the temperature-scaled distribution."""
+def _sample_B(
+    logits_BV: torch.Tensor, temperature: float, top_k: int, top_p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample one token per row; return the tokens and their log-probs under the temperature-scaled
+    (unfiltered) distribution, which is what verl's actor recomputes."""
     if temperature <= 0:
-        logp_1V = torch.log_softmax(logits_1V.float(), dim=-1)
-        token = int(logp_1V.argmax(dim=-1))
-        return token, float(logp_1V[0, token])
-    logp_1V = torch.log_softmax(logits_1V.float() / temperature, dim=-1)
-    filtered = logp_1V.clone()
-    if top_k is not None and 0 < top_k < filtered.shape[-1]:
-        kth = torch.topk(filtered, top_k, dim=-1).values[..., -1:]
-        filtered[filtered < kth] = -float("inf")
+        logp_BV = torch.log_softmax(logits_BV.float(), dim=-1)
+        token_B = logp_BV.argmax(dim=-1)
+        return token_B, logp_BV.gather(-1, token_B.unsqueeze(-1)).squeeze(-1)
+    logp_BV = torch.log_softmax(logits_BV.float() / temperature, dim=-1)
+    filtered_BV = logp_BV.clone()
+    if top_k is not None and 0 < top_k < filtered_BV.shape[-1]:
+        kth_B1 = torch.topk(filtered_BV, top_k, dim=-1).values[:, -1:]
+        filtered_BV[filtered_BV < kth_B1] = -float("inf")
     if top_p is not None and top_p < 1.0:
-        sorted_lp, order = torch.sort(filtered, descending=True)
-        cum = torch.softmax(sorted_lp, dim=-1).cumsum(dim=-1)
-        drop = cum - torch.softmax(sorted_lp, dim=-1) > top_p
-        filtered[0, order[0, drop[0]]] = -float("inf")
-    token = int(torch.multinomial(torch.softmax(filtered, dim=-1), 1))
-    return token, float(logp_1V[0, token])
+        sorted_BV, order_BV = torch.sort(filtered_BV, descending=True, dim=-1)
+        probs_BV = torch.softmax(sorted_BV, dim=-1)
+        drop_sorted_BV = probs_BV.cumsum(dim=-1) - probs_BV > top_p
+        drop_BV = torch.zeros_like(drop_sorted_BV).scatter(-1, order_BV, drop_sorted_BV)
+        filtered_BV[drop_BV] = -float("inf")
+    token_B = torch.multinomial(torch.softmax(filtered_BV, dim=-1), 1).squeeze(-1)
+    return token_B, logp_BV.gather(-1, token_B.unsqueeze(-1)).squeeze(-1)
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask, ``[B, L]``."""
+    width = max(len(p) for p in prompts)
+    ids_BL = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attn_BL = torch.zeros((len(prompts), width), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids_BL[b, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        attn_BL[b, width - len(p) :] = 1
+    return ids_BL, attn_BL
+
+
+@dataclass
+class _Request:
+    group: tuple  # requests of one group share a forward pass
+    prompt_ids: list[int]
+    max_tokens: int
+    future: asyncio.Future = field(repr=False)
 
 
 class HFRolloutServer:
-    """The server actor: one transformers model, generation and scoring, weight loading."""
+    """The server actor: one transformers model, generation and scoring, weight loading.
+
+    Concurrent requests (verl's agent loops send one per trajectory turn) are gathered for
+    ``VERL_SOD_HF_BATCH_WINDOW_MS`` (default 10 ms) and decoded together, left-padded, with one KV
+    cache: on CPU a tiny model costs about as much per forward pass for 32 rows as for one.
+    """
 
     def __init__(self, model_path: str, response_length: int, prompt_length: int, seed: int = 0) -> None:
         from transformers import AutoModelForCausalLM
@@ -69,64 +98,129 @@ class HFRolloutServer:
         ).eval()
         eos = self.model.generation_config.eos_token_id or self.model.config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.pad_id = int(self.model.config.pad_token_id or 0)
         self.response_length = response_length
         self.prompt_length = prompt_length
         self.global_steps: int | None = None
+        self.batch_window_s = float(os.environ.get("VERL_SOD_HF_BATCH_WINDOW_MS", "10")) / 1000
+        self.max_batch = int(os.environ.get("VERL_SOD_HF_MAX_BATCH", "64"))
+        self._pending: list[_Request] = []
+        self._leader_active = False
 
     @torch.no_grad()
-    def _generate(self, prompt_ids: list[int], max_tokens: int, params: dict[str, Any]) -> TokenOutput:
+    def _generate_batch(
+        self, prompts: list[list[int]], max_tokens: list[int], temperature: float, top_k: int, top_p: float
+    ) -> list[tuple[list[int], list[float]]]:
+        """Decode all rows together; row b stops after an EOS token (kept) or ``max_tokens[b]``."""
+        ids_BL, attn_BL = _left_pad(prompts, self.pad_id)
+        pos_BL = (attn_BL.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids_BL, attention_mask=attn_BL, position_ids=pos_BL, use_cache=True)
+        next_pos_B1 = pos_BL[:, -1:] + 1
+        limit_B = torch.tensor(max_tokens)
+        eos_E = torch.tensor(sorted(self.eos_ids))
+        done_B = torch.zeros(len(prompts), dtype=torch.bool)
+        length_B = limit_B.clone()
+        tokens, logps = [], []
+        for t in range(int(limit_B.max())):
+            token_B, logp_B = _sample_B(out.logits[:, -1, :], temperature, top_k, top_p)
+            tokens.append(token_B)
+            logps.append(logp_B)
+            finished_B = ~done_B & (torch.isin(token_B, eos_E) | (limit_B <= t + 1))
+            length_B[finished_B] = t + 1
+            done_B |= finished_B
+            if bool(done_B.all()):
+                break
+            attn_BL = torch.cat([attn_BL, torch.ones_like(attn_BL[:, :1])], dim=-1)
+            out = self.model(
+                input_ids=token_B.unsqueeze(-1),
+                attention_mask=attn_BL,
+                position_ids=next_pos_B1,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
+            next_pos_B1 = next_pos_B1 + 1
+        token_BT, logp_BT = torch.stack(tokens, dim=1), torch.stack(logps, dim=1)
+        return [(token_BT[b, :n].tolist(), logp_BT[b, :n].tolist()) for b, n in enumerate(length_B.tolist())]
+
+    @torch.no_grad()
+    def _score_batch(self, prompts: list[list[int]]) -> list[list[float]]:
+        """``log p(token_{i+1} | tokens_<=i)`` for every prompt, one forward pass for all."""
+        ids_BL, attn_BL = _left_pad(prompts, self.pad_id)
+        pos_BL = (attn_BL.cumsum(-1) - 1).clamp(min=0)
+        logp_BLV = torch.log_softmax(
+            self.model(input_ids=ids_BL, attention_mask=attn_BL, position_ids=pos_BL).logits.float(), dim=-1
+        )
+        next_BL = logp_BLV[:, :-1].gather(-1, ids_BL[:, 1:].unsqueeze(-1)).squeeze(-1)
+        return [next_BL[b, next_BL.shape[1] - len(p) + 1 :].tolist() for b, p in enumerate(prompts)]
+
+    def _run_group(self, group: tuple, requests: list[_Request]) -> list[Any]:
+        prompts = [r.prompt_ids for r in requests]
+        if group[0] == "score":
+            return self._score_batch(prompts)
+        _, temperature, top_k, top_p = group
+        return self._generate_batch(prompts, [r.max_tokens for r in requests], temperature, top_k, top_p)
+
+    async def _submit(self, group: tuple, prompt_ids: list[int], max_tokens: int = 0) -> Any:
+        """Queue one request; the first waiting caller drains the queue batch by batch."""
+        request = _Request(group, prompt_ids, max_tokens, asyncio.get_running_loop().create_future())
+        self._pending.append(request)
+        if not self._leader_active:
+            self._leader_active = True
+            try:
+                while self._pending:
+                    await asyncio.sleep(self.batch_window_s)
+                    await self._drain_once()
+            finally:
+                self._leader_active = False
+        return await request.future
+
+    async def _drain_once(self) -> None:
+        taken, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+        groups: dict[tuple, list[_Request]] = {}
+        for r in taken:
+            groups.setdefault(r.group, []).append(r)
+        for group, requests in groups.items():
+            try:
+                results = await asyncio.to_thread(self._run_group, group, requests)
+            except Exception as exc:  # every caller of the batch sees the failure
+                for r in requests:
+                    r.future.set_exception(exc)
+                continue
+            for r, result in zip(requests, results, strict=True):
+                r.future.set_result(result)
+
+    async def generate(
+        self, request_id: str, prompt_ids: list[int], sampling_params: dict[str, Any], **_: Any
+    ) -> TokenOutput:
+        params = dict(sampling_params)
+        prompt_ids = [int(x) for x in prompt_ids]
+        if params.get("prompt_logprobs") is not None:
+            if params["prompt_logprobs"]:
+                raise NotImplementedError("hf backend: top-k prompt_logprobs are not supported (use k1/sod)")
+            next_S = await self._submit(("score",), prompt_ids)
+            return TokenOutput(
+                token_ids=[0],
+                stop_reason="completed",
+                extra_fields={
+                    "global_steps": self.global_steps,
+                    "prompt_ids": [[x] for x in prompt_ids[1:]] + [[0]],
+                    "prompt_logprobs": [[x] for x in next_S] + [[0.0]],
+                },
+            )
+        budget = self.prompt_length + self.response_length - len(prompt_ids)
+        max_tokens = (
+            params.pop("max_tokens", None) or params.pop("max_new_tokens", None) or self.response_length
+        )
+        max_tokens = max(1, min(int(max_tokens), self.response_length, budget))
         temperature = float(params.get("temperature", 1.0))
         top_k, top_p = int(params.get("top_k", -1) or -1), float(params.get("top_p", 1.0) or 1.0)
-        out = self.model(torch.tensor([prompt_ids]), use_cache=True)
-        tokens: list[int] = []
-        log_probs: list[float] = []
-        for _ in range(max_tokens):
-            token, logp = _sample(out.logits[:, -1, :], temperature, top_k, top_p)
-            tokens.append(token)
-            log_probs.append(logp)
-            if token in self.eos_ids:
-                break
-            out = self.model(torch.tensor([[token]]), past_key_values=out.past_key_values, use_cache=True)
+        tokens, log_probs = await self._submit(("gen", temperature, top_k, top_p), prompt_ids, max_tokens)
         return TokenOutput(
             token_ids=tokens,
             log_probs=log_probs if params.get("logprobs") else None,
             stop_reason="completed",
             extra_fields={"global_steps": self.global_steps},
         )
-
-    @torch.no_grad()
-    def _prompt_logprobs(self, prompt_ids: list[int]) -> TokenOutput:
-        ids_1S = torch.tensor([prompt_ids])
-        logits_1SV = self.model(ids_1S).logits.float()
-        logp_1SV = torch.log_softmax(logits_1SV, dim=-1)
-        next_S = logp_1SV[0, :-1].gather(-1, ids_1S[0, 1:].unsqueeze(-1)).squeeze(-1)
-        prompt_logprobs = [[float(x)] for x in next_S] + [[0.0]]
-        prompt_ids_out = [[int(x)] for x in prompt_ids[1:]] + [[0]]
-        return TokenOutput(
-            token_ids=[int(logits_1SV[0, -1].argmax())],
-            stop_reason="completed",
-            extra_fields={
-                "global_steps": self.global_steps,
-                "prompt_ids": prompt_ids_out,
-                "prompt_logprobs": prompt_logprobs,
-            },
-        )
-
-    async def generate(
-        self, request_id: str, prompt_ids: list[int], sampling_params: dict[str, Any], **_: Any
-    ) -> TokenOutput:
-        params = dict(sampling_params)
-        prompt_ids = list(prompt_ids)
-        if params.get("prompt_logprobs") is not None:
-            if params["prompt_logprobs"]:
-                raise NotImplementedError("hf backend: top-k prompt_logprobs are not supported (use k1/sod)")
-            return await asyncio.to_thread(self._prompt_logprobs, prompt_ids)
-        budget = self.prompt_length + self.response_length - len(prompt_ids)
-        max_tokens = (
-            params.pop("max_tokens", None) or params.pop("max_new_tokens", None) or self.response_length
-        )
-        max_tokens = max(1, min(int(max_tokens), self.response_length, budget))
-        return await asyncio.to_thread(self._generate, prompt_ids, max_tokens, params)
 
     async def load_weights(self, state_dict: dict[str, torch.Tensor]) -> int:
         own = self.model.state_dict()
