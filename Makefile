@@ -9,9 +9,18 @@ TORCH_CPU := torch==2.13.0
 STAMP := $(VENV)/.verl-sod-installed
 PIP_QUIET := 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }
 
-.PHONY: install test test-fast bench lint fmt demo doctor clean
+# System packages: bubblewrap isolates model-written code (verl_sod.sandbox); Debian's python3 with
+# numpy is the interpreter the sandbox runs (a venv under /root is unreadable to its unprivileged uids).
+SYS_PKGS := bubblewrap python3-numpy
 
-install: $(STAMP)
+.PHONY: install sysdeps test test-fast bench lint fmt demo doctor clean
+
+install: sysdeps $(STAMP)
+
+sysdeps:
+	@command -v bwrap >/dev/null && /usr/bin/python3 -c 'import numpy' 2>/dev/null || { \
+	  echo "== installing $(SYS_PKGS) (apt) =="; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYS_PKGS) >/dev/null; }
 
 $(STAMP): pyproject.toml Makefile
 	@echo "== building $(VENV) (CPU torch, verl, verl-sod) =="
@@ -21,6 +30,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[dev]' $(PIP_QUIET)
 	$(PY) -c "import torch; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(), torch.__version__"
 	$(PY) -m verl_sod doctor
+	$(PY) -m verl_sod.sandbox doctor
 	touch $(STAMP)
 
 doctor: install
@@ -34,6 +44,7 @@ test-fast: install
 
 bench: install
 	$(PY) benchmarks/bench_sod_weights.py
+	$(PY) benchmarks/bench_sandbox.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,277 @@
+"""Isolation levels of the local backend: how to launch a program, and which level works here.
+
+Strongest first:
+
+``bwrap``
+    Running as root, the launcher drops to the slot's own uid/gid (no supplementary groups) and
+    execs bubblewrap with new user, network, pid, ipc and uts namespaces. The sandbox sees a
+    read-only ``/usr`` (plus the few ``/etc`` files Python needs), its own ``/proc`` and ``/dev``
+    and a fresh writable ``/work`` and ``/tmp``; nothing else of the host exists inside.
+``bwrap-same-uid``
+    Not root: bubblewrap as the calling user. Loses the per-slot uid, hence RLIMIT_NPROC.
+``unshare``
+    Root without working bubblewrap: ``unshare --net --pid --fork --kill-child`` then ``setpriv``
+    to the slot uid. Loses the filesystem view: host files readable by "other" are readable.
+``uid``
+    Root without namespaces: a plain subprocess as the slot uid. Loses network isolation, the
+    filesystem view and the pid namespace (a ``/proc`` sweep of the slot uid kills leftovers).
+``unsafe``
+    A plain subprocess as the calling user. Only with ``allow_unsafe=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from dataclasses import dataclass
+
+from verl_sod.sandbox.config import ISOLATION_LEVELS, SandboxConfig
+
+logger = logging.getLogger(__name__)
+
+#: What each level gives up relative to ``bwrap`` (empty: nothing).
+LOST: dict[str, str] = {
+    "bwrap": "",
+    "bwrap-same-uid": "the per-slot uid, hence the RLIMIT_NPROC fork bound (a fork bomb can fill this "
+    "user's process table until the time-out; the pid namespace still kills everything at the end)",
+    "unshare": "filesystem isolation (host files readable by 'other' can be read; world-writable "
+    "directories such as /tmp can be written)",
+    "uid": "network isolation, filesystem isolation beyond uid permissions, and the pid namespace "
+    "(leftover processes are only killed by a /proc sweep of the slot uid)",
+    "unsafe": "ALL isolation: code runs as the calling user with its network, files and processes",
+}
+INSTALL_HINT = "install bubblewrap: `apt-get install -y bubblewrap`"
+PROBE_CODE = "import sys; print('sandbox-ok', sys.version_info[0])"
+SANDBOX_WORK = "/work"
+SANDBOX_TMP = "/tmp"
+ETC_FILES = ("/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One way to start the sandboxed interpreter."""
+
+    level: str
+    argv: list[str]
+    uid: int | None  # the slot uid the program runs as; None: the caller's own
+    pid_namespace: bool
+    cwd: str  # host directory to start in
+    workdir_inside: str  # the work directory as the program sees it
+    tmpdir_inside: str
+
+
+def uses_slot_uid(level: str) -> bool:
+    return level in ("bwrap", "unshare", "uid")
+
+
+def _python_binds(python: str) -> list[str]:
+    real = os.path.realpath(python)
+    if real.startswith("/usr/"):
+        return []
+    return [os.path.dirname(os.path.dirname(real))]
+
+
+def _bwrap_argv(cfg: SandboxConfig, work: str, tmp: str, main_inside: str) -> list[str]:
+    argv = [cfg.bwrap_path, "--die-with-parent", "--new-session", "--unshare-user", "--unshare-net"]
+    argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+    argv += ["--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
+    for top in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        path = "/" + top
+        if os.path.islink(path):
+            argv += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            argv += ["--ro-bind", path, path]
+    for path in ETC_FILES:
+        argv += ["--ro-bind-try", path, path]
+    for path in [*_python_binds(cfg.python), *cfg.extra_ro_binds]:
+        argv += ["--ro-bind", path, path]
+    argv += ["--proc", "/proc", "--dev", "/dev", "--bind", work, SANDBOX_WORK, "--bind", tmp, SANDBOX_TMP]
+    argv += ["--bind", os.path.join(os.path.dirname(work), "shm"), "/dev/shm"]  # on disk, not in RAM
+    argv += ["--chdir", SANDBOX_WORK, "--remount-ro", "/", "--"]
+    return [*argv, cfg.python, "-I", "-B", "-u", main_inside]
+
+
+def _tool(name: str) -> str:
+    return shutil.which(name) or f"/usr/bin/{name}"
+
+
+def prlimit_prefix(cfg: SandboxConfig, level: str, timeout_s: float) -> list[str]:
+    """``prlimit`` (util-linux) setting every rlimit, then exec'ing the rest of the argv.
+
+    Limits are set by exec'd helpers instead of a ``preexec_fn`` so that ``subprocess`` can use
+    ``vfork``: a ``fork`` of a large parent (torch loaded) blocks the event loop for 5-20 ms.
+    """
+    cpu = max(1, math.ceil(timeout_s))
+    mem, fsize = cfg.memory_mb << 20, cfg.max_file_mb << 20
+    argv = [_tool("prlimit"), f"--cpu={cpu}:{cpu + 1}", f"--as={mem}:{mem}", f"--fsize={fsize}:{fsize}"]
+    argv += ["--core=0:0", f"--nofile={cfg.max_open_files}:{cfg.max_open_files}"]
+    if uses_slot_uid(level):
+        # Counted per uid: only meaningful with a uid of our own (and ignored for root).
+        argv.append(f"--nproc={cfg.max_processes}:{cfg.max_processes}")
+    return [*argv, "--"]
+
+
+def _setpriv(uid: int) -> list[str]:
+    return [_tool("setpriv"), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
+
+
+def build_launch(level: str, cfg: SandboxConfig, slot: int, run_dir: str, timeout_s: float) -> Launch:
+    """Argv and identity for running ``run_dir/work/main.py`` at ``level`` in ``slot``."""
+    work, tmp = os.path.join(run_dir, "work"), os.path.join(run_dir, "tmp")
+    uid = cfg.base_uid + slot
+    limits = prlimit_prefix(cfg, level, timeout_s)
+    py = [cfg.python, "-I", "-B", "-u"]
+    if level in ("bwrap", "bwrap-same-uid"):
+        inner = _bwrap_argv(cfg, work, tmp, f"{SANDBOX_WORK}/main.py")
+        if level == "bwrap":
+            return Launch(
+                level, [*limits, *_setpriv(uid), *inner], uid, True, work, SANDBOX_WORK, SANDBOX_TMP
+            )
+        return Launch(level, [*limits, *inner], None, True, work, SANDBOX_WORK, SANDBOX_TMP)
+    main = os.path.join(work, "main.py")
+    if level == "unshare":
+        unshare = [_tool("unshare"), "--net", "--pid", "--fork", "--kill-child", "--"]
+        return Launch(level, [*limits, *unshare, *_setpriv(uid), *py, main], uid, True, work, work, tmp)
+    if level == "uid":
+        return Launch(level, [*limits, *_setpriv(uid), *py, main], uid, False, work, work, tmp)
+    if level == "unsafe":
+        return Launch(level, [*limits, *py, main], None, False, work, work, tmp)
+    raise ValueError(f"unknown isolation level {level!r}")
+
+
+def sandbox_env(launch: Launch) -> dict[str, str]:
+    """The whole environment of a sandboxed program (nothing is inherited)."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": launch.workdir_inside,
+        "TMPDIR": launch.tmpdir_inside,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+
+
+def prepare_run_dir(work_root: str, slot: int, uid: int | None) -> str:
+    """A fresh ``run_dir`` with ``work/``, ``tmp/`` and ``shm/`` owned by ``uid`` (mode 0700)."""
+    run_dir = tempfile.mkdtemp(prefix=f"slot{slot}-", dir=work_root)
+    os.chmod(run_dir, 0o711)
+    for sub in ("work", "tmp", "shm"):
+        path = os.path.join(run_dir, sub)
+        os.mkdir(path, 0o700)
+        if uid is not None:
+            os.chown(path, uid, uid)
+    return run_dir
+
+
+def ensure_work_root(path: str) -> None:
+    """Create ``path`` 0711 owned by us; refuse one that someone else could have planted."""
+    os.makedirs(path, mode=0o711, exist_ok=True)
+    st = os.lstat(path)
+    if os.path.islink(path) or st.st_uid != os.geteuid():
+        raise PermissionError(f"sandbox work_root {path} is a symlink or not owned by uid {os.geteuid()}")
+    os.chmod(path, 0o711)
+    if os.geteuid() == 0:  # slot uids must be able to traverse every ancestor
+        parent = os.path.dirname(os.path.abspath(path))
+        while True:
+            if not os.stat(parent).st_mode & 0o001:
+                raise PermissionError(
+                    f"sandbox work_root {path}: ancestor {parent} is not searchable by other users "
+                    "(needs o+x), so the per-slot uids cannot reach their work directories"
+                )
+            if parent == "/":
+                break
+            parent = os.path.dirname(parent)
+
+
+def _level_requirements(level: str, cfg: SandboxConfig) -> str | None:
+    """Why ``level`` cannot work here, judged without running anything; None if it might."""
+    root = os.geteuid() == 0
+    if level in ("bwrap", "bwrap-same-uid") and shutil.which(cfg.bwrap_path) is None:
+        return f"bubblewrap ({cfg.bwrap_path}) not found; {INSTALL_HINT}"
+    if level in ("bwrap", "unshare", "uid") and not root:
+        return "needs root to switch to the per-slot uid"
+    if level == "bwrap-same-uid" and root:
+        return "bubblewrap as root does not bound forks; the 'bwrap' level is used for root"
+    for tool in ("prlimit", "setpriv", "unshare"):
+        if shutil.which(tool) is None and (tool != "unshare" or level == "unshare"):
+            return f"{tool} (util-linux) not found"
+    if not os.access(cfg.python, os.X_OK):
+        return f"python {cfg.python} is not executable"
+    return None
+
+
+def probe_level(level: str, cfg: SandboxConfig) -> str | None:
+    """Run a tiny program at ``level`` in slot 0; return None if it works, else the reason."""
+    reason = _level_requirements(level, cfg)
+    if reason is not None:
+        return reason
+    ensure_work_root(cfg.work_root)
+    launch_uid = cfg.base_uid if uses_slot_uid(level) else None
+    run_dir = prepare_run_dir(cfg.work_root, 0, launch_uid)
+    try:
+        launch = build_launch(level, cfg, 0, run_dir, 10.0)
+        main = os.path.join(run_dir, "work", "main.py")
+        with open(main, "w") as fh:
+            fh.write(PROBE_CODE)
+        proc = subprocess.run(
+            launch.argv,
+            cwd=launch.cwd,
+            env=sandbox_env(launch),
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"probe failed to start: {exc}"
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if proc.returncode != 0 or b"sandbox-ok 3" not in proc.stdout:
+        err = proc.stderr.decode(errors="replace").strip()[-400:]
+        return f"probe exited {proc.returncode}: {err or proc.stdout[-200:]!r}"
+    return None
+
+
+_PROBE_CACHE: dict[tuple, str | None] = {}
+
+
+def probe_cached(level: str, cfg: SandboxConfig) -> str | None:
+    key = (level, cfg.python, cfg.bwrap_path, cfg.base_uid, cfg.work_root, cfg.extra_ro_binds, os.geteuid())
+    if key not in _PROBE_CACHE:
+        _PROBE_CACHE[key] = probe_level(level, cfg)
+    return _PROBE_CACHE[key]
+
+
+class SandboxUnavailableError(RuntimeError):
+    """No isolation level that the configuration allows works on this machine."""
+
+
+def select_level(cfg: SandboxConfig) -> str:
+    """The level to use: the forced one, or the strongest that works; warns on any lost isolation."""
+    candidates = list(ISOLATION_LEVELS) if cfg.isolation == "auto" else [cfg.isolation]
+    reasons: list[str] = []
+    for level in candidates:
+        if level == "unsafe" and not cfg.allow_unsafe:
+            reasons.append("unsafe: refused (set allow_unsafe=True to run model code without isolation)")
+            continue
+        reason = probe_cached(level, cfg)
+        if reason is None:
+            warn_lost(level, reasons)
+            return level
+        reasons.append(f"{level}: {reason}")
+    raise SandboxUnavailableError("no usable sandbox isolation level:\n  " + "\n  ".join(reasons))
+
+
+def warn_lost(level: str, reasons: list[str]) -> None:
+    if not LOST[level]:
+        return
+    why = ("; stronger levels failed: " + " | ".join(reasons)) if reasons else ""
+    msg = f"verl_sod sandbox running at isolation level {level!r}: LOST {LOST[level]}{why}"
+    logger.warning(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=3)

@@ -1,0 +1,286 @@
+"""The local backend: run model-written Python in a child process at the selected isolation level.
+
+One run holds one *slot* (its own uid and work directory) from start to clean-up. Slots are
+claimed in-process and with an ``flock`` on ``/run/lock/verl_sod_sandbox.uidN.lock`` (or
+``work_root`` when ``/run/lock`` is not writable), so two processes that share ``base_uid`` never
+run two programs under one uid at once. Output is read as it arrives into capped
+buffers; on the wall-clock limit, or when output passes ``kill_output_bytes``, everything is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import fcntl
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import threading
+import weakref
+from collections.abc import AsyncIterator
+
+from verl_sod.sandbox import isolation
+from verl_sod.sandbox.child import ChildOutcome, kill_group, run_child
+from verl_sod.sandbox.config import SandboxConfig
+from verl_sod.sandbox.procs import kill_uid
+from verl_sod.sandbox.result import SandboxResult
+
+WATCH_INTERVAL_S = 0.25
+
+
+class _Janitor:
+    """Deletes finished run directories in a background thread.
+
+    Off the caller's path because removing a directory that was a bind-mount source in a namespace
+    that is still being torn down costs 1-4 ms each (the kernel detaches the mounts). Each run has a
+    directory of its own, so a slot can be reused before its old directory is gone.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[str] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def remove(self, path: str) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="sandbox-janitor", daemon=True)
+                self._thread.start()
+                atexit.register(self.wait)  # a daemon thread: finish the queue before exit
+        self._queue.put(path)
+
+    def _loop(self) -> None:
+        while True:
+            path = self._queue.get()
+            shutil.rmtree(path, ignore_errors=True)
+            self._queue.task_done()
+
+    def wait(self) -> None:
+        """Block until every queued directory is gone."""
+        self._queue.join()
+
+
+_JANITOR = _Janitor()
+
+
+def wait_for_cleanup() -> None:
+    """Block until the background removal of finished run directories has caught up."""
+    _JANITOR.wait()
+
+
+def dir_usage(root: str, max_entries: int) -> tuple[int, int]:
+    """(bytes allocated, entries) under ``root``, not following symlinks; stops past ``max_entries``."""
+    used, entries, stack = 0, 0, [root]
+    while stack and entries <= max_entries:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    entries += 1
+                    with contextlib.suppress(OSError):
+                        used += entry.stat(follow_symlinks=False).st_blocks * 512
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(entry.path)
+        except OSError:
+            continue
+    return used, entries
+
+
+def _lock_dir(cfg: SandboxConfig) -> str:
+    """Where slot locks live: ``/run/lock`` (shared by every work_root) when we may write there."""
+    return "/run/lock" if os.access("/run/lock", os.W_OK) else cfg.work_root
+
+
+class _SlotPool:
+    """``num_slots`` exclusive slots, shared by every event loop and thread of this process."""
+
+    def __init__(self, cfg: SandboxConfig) -> None:
+        self._cfg = cfg
+        self._free = list(range(cfg.num_slots))
+        self._lock = threading.Lock()
+        self._fds: dict[int, int] = {}
+        self._sems: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _try_take(self) -> int | None:
+        with self._lock:
+            for slot in list(self._free):
+                fd = self._fds.get(slot)
+                if fd is None:
+                    path = os.path.join(
+                        _lock_dir(self._cfg), f"verl_sod_sandbox.uid{self._cfg.base_uid + slot}.lock"
+                    )
+                    fd = self._fds[slot] = os.open(
+                        path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
+                    )
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # another process holds it
+                self._free.remove(slot)
+                return slot
+        return None
+
+    def _give_back(self, slot: int) -> None:
+        with self._lock:
+            fcntl.flock(self._fds[slot], fcntl.LOCK_UN)
+            self._free.append(slot)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[int]:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            sem = self._sems.setdefault(loop, asyncio.Semaphore(self._cfg.num_slots))
+        async with sem:
+            delay = 0.002
+            while (slot := self._try_take()) is None:  # held by another loop or process
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            try:
+                yield slot
+            finally:
+                self._give_back(slot)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+
+
+def _normalise_exit(level: str, rc: int) -> int:
+    """bubblewrap (and some util-linux versions) report death by signal N as exit 128+N."""
+    if level in ("bwrap", "bwrap-same-uid", "unshare") and 128 < rc < 128 + 65:
+        return -(rc - 128)
+    return rc
+
+
+class LocalBackend:
+    """Runs code at the strongest isolation level available (see :mod:`.isolation`)."""
+
+    def __init__(self, cfg: SandboxConfig) -> None:
+        self.cfg = cfg
+        isolation.ensure_work_root(cfg.work_root)
+        self.level = isolation.select_level(cfg)
+        self._pool = _SlotPool(cfg)
+        self._swept: set[int] = set()  # slots checked for leftovers since this backend started
+
+    def close(self) -> None:
+        self._pool.close()
+        wait_for_cleanup()
+
+    async def run(self, code: str, stdin: str | None = None, timeout_s: float | None = None) -> SandboxResult:
+        timeout = self.cfg.timeout_s if timeout_s is None else float(timeout_s)
+        if not 0 < timeout <= 3600:
+            raise ValueError(f"timeout_s={timeout!r} is out of range (0, 3600]")
+        async with self._pool.slot() as slot:
+            return await self._run_in_slot(slot, code, stdin, timeout)
+
+    def _slot_uid(self, slot: int) -> int | None:
+        return self.cfg.base_uid + slot if isolation.uses_slot_uid(self.level) else None
+
+    async def _run_in_slot(self, slot: int, code: str, stdin: str | None, timeout: float) -> SandboxResult:
+        uid = self._slot_uid(slot)
+        if uid is not None and slot not in self._swept:
+            await asyncio.to_thread(kill_uid, uid)  # leftovers of an earlier owner that crashed
+            self._swept.add(slot)
+        run_dir = isolation.prepare_run_dir(self.cfg.work_root, slot, uid)
+        settled = False
+        try:
+            launch = isolation.build_launch(self.level, self.cfg, slot, run_dir, timeout)
+            main = os.path.join(run_dir, "work", "main.py")
+            with open(main, "w", encoding="utf-8") as fh:
+                fh.write(code)
+            if uid is not None:
+                os.chown(main, uid, uid)
+            result, settled = await self._execute(launch, stdin, timeout)
+            return result
+        finally:
+            if settled or uid is None:
+                self._clean_up(None, run_dir)  # only queues the directory for removal
+            else:
+                await asyncio.to_thread(self._clean_up, uid, run_dir)  # before the slot is reused
+
+    def _clean_up(self, uid: int | None, run_dir: str) -> None:
+        if uid is not None:
+            kill_uid(uid)
+        if not self.cfg.keep_workdirs:
+            _JANITOR.remove(run_dir)
+
+    async def _execute(
+        self, launch: isolation.Launch, stdin: str | None, timeout: float
+    ) -> tuple[SandboxResult, bool]:
+        """The result, and whether the run is known to have left nothing behind.
+
+        That is the case when a pid-namespace run exits by itself: the namespace's init has died,
+        so the kernel has killed every process in it, and the ``/proc`` sweep (1-2 ms, more on a
+        busy host) can be skipped. After a kill, a failed start or a run without a pid namespace,
+        the slot uid is swept.
+        """
+        cfg = self.cfg
+
+        async def after_exit(proc: subprocess.Popen) -> None:
+            """Kill what a run without a pid namespace left behind (it may hold our pipes)."""
+            if launch.pid_namespace:
+                return
+            if launch.uid is not None:
+                await asyncio.to_thread(kill_uid, launch.uid, 2.0, True)
+            else:
+                kill_group(proc)  # unsafe level: the process group is all we can find
+
+        async def watchdog() -> str:
+            run_dir = os.path.dirname(launch.cwd)
+            while True:
+                await asyncio.sleep(WATCH_INTERVAL_S)
+                used, entries = await asyncio.to_thread(dir_usage, run_dir, cfg.max_workdir_files)
+                if used > cfg.max_workdir_mb << 20 or entries > cfg.max_workdir_files:
+                    return "disk"
+
+        try:
+            outcome = await run_child(
+                launch.argv,
+                watchdog=watchdog,
+                timeout_s=timeout,
+                cap=cfg.max_output_bytes,
+                kill_at=cfg.kill_output_bytes,
+                stdin=None if stdin is None else stdin.encode("utf-8", errors="replace"),
+                after_exit=after_exit,
+                cwd=launch.cwd,
+                env=isolation.sandbox_env(launch),
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return SandboxResult("sandbox_error", "", f"sandbox failed to start: {exc}", None, 0.0), False
+        settled = launch.pid_namespace and not outcome.killed and outcome.returncode is not None
+        return self._result(launch, outcome), settled
+
+    def _result(self, launch: isolation.Launch, outcome: ChildOutcome) -> SandboxResult:
+        killed, duration, rc = outcome.killed, outcome.duration_s, outcome.returncode
+        out, err = outcome.stdout, outcome.stderr
+        stdout = out.text(dropped_is_lower_bound=killed == "output")
+        stderr = err.text(dropped_is_lower_bound=killed == "output")
+        if killed == "timeout":
+            note = f"[sandbox: wall-clock limit reached after {duration:.2f}s; killed]"
+            return SandboxResult("timeout", stdout, _append(stderr, note), None, duration)
+        if killed == "disk":
+            note = (
+                f"[sandbox: work directory passed {self.cfg.max_workdir_mb} MiB or "
+                f"{self.cfg.max_workdir_files} entries; killed]"
+            )
+            return SandboxResult("error", stdout, _append(stderr, note), None, duration)
+        if killed == "output":
+            note = f"[sandbox: output passed {self.cfg.kill_output_bytes} bytes; killed]"
+            return SandboxResult("error", stdout, _append(stderr, note), None, duration)
+        code = _normalise_exit(launch.level, rc if rc is not None else -1)
+        if code == 1 and launch.level.startswith("bwrap") and stderr.startswith("bwrap: "):
+            return SandboxResult("sandbox_error", stdout, stderr, None, duration)
+        if code == -signal.SIGXCPU:
+            note = "[sandbox: CPU-time limit reached; killed]"
+            return SandboxResult("timeout", stdout, _append(stderr, note), code, duration)
+        return SandboxResult("ok" if code == 0 else "error", stdout, stderr, code, duration)
+
+
+def _append(text: str, note: str) -> str:
+    return f"{text}\n{note}" if text and not text.endswith("\n") else f"{text}{note}"
