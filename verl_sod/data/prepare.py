@@ -1,0 +1,118 @@
+"""The preparation driver: read, convert, report bad rows, write ``DIR/NAME.parquet``.
+
+Every row that cannot be converted is reported on stderr with its index and reason; with
+``on_bad_row="skip"`` it is left out and counted, with ``"fail"`` the run stops there, writes no
+output and returns a non-zero status. Progress goes to stdout every ``progress_every`` rows, and a
+summary with the counts (read, written, bad by reason, filtered) at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TextIO
+
+from verl_sod.data.sources import CONVERTERS, Converter, Options
+from verl_sod.data.tables import ParquetSink, RowOrError, count_rows, iter_rows
+
+
+@dataclass
+class Report:
+    """Counts of one run."""
+
+    read: int = 0
+    written: int = 0
+    filtered: int = 0
+    bad: Counter = field(default_factory=Counter)
+    output: Path | None = None
+
+    @property
+    def n_bad(self) -> int:
+        return sum(self.bad.values())
+
+
+def _reason_key(reason: str) -> str:
+    return reason.split(":")[0][:80]
+
+
+def prepare(
+    name: str,
+    input_path: Path,
+    output_dir: Path,
+    *,
+    on_bad_row: str = "skip",
+    options: Options | None = None,
+    progress_every: int = 1000,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> tuple[int, Report]:
+    """Convert ``input_path`` with the ``name`` converter; returns (exit status, report)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    if name not in CONVERTERS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(CONVERTERS)}")
+    if on_bad_row not in ("skip", "fail"):
+        raise ValueError(f"on_bad_row must be 'skip' or 'fail', got {on_bad_row!r}")
+    convert, default_split = CONVERTERS[name]
+    opts = options or Options()
+    opts = replace(opts, split=opts.split or default_split)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    sink = ParquetSink(output_dir / f"{name}.parquet")
+    report, total = Report(), count_rows(input_path)
+    tag = f"[prepare {name}]"
+    print(f"{tag} reading {input_path} ({total if total is not None else '?'} rows)", file=out)
+    for index, raw in iter_rows(input_path):
+        report.read += 1
+        reason = _convert_into(sink, report, convert, index, raw, opts)
+        if reason is not None:
+            print(f"{tag} bad row {index}: {reason}", file=err)
+            if on_bad_row == "fail":
+                sink.abort()
+                print(f"{tag} stopped at row {index} (--on-bad-row fail); nothing written", file=out)
+                return 1, report
+        if progress_every > 0 and report.read % progress_every == 0:
+            of = f"/{total}" if total is not None else ""
+            print(
+                f"{tag} {report.read}{of} rows read, {report.written} written, {report.n_bad} bad, "
+                f"{report.filtered} filtered",
+                file=out,
+            )
+    sink.close()
+    report.output = sink.path if report.written else None
+    _summary(tag, report, out)
+    return (0 if report.written else 1), report
+
+
+def _convert_into(
+    sink: ParquetSink, report: Report, convert: Converter, index: int, raw: RowOrError, opts: Options
+) -> str | None:
+    """Convert one row into ``sink``; returns the reason when the row is bad."""
+    try:
+        if isinstance(raw, Exception):
+            raise raw
+        row = convert(index, raw, opts)
+    except (ValueError, KeyError, TypeError) as exc:
+        reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        report.bad[_reason_key(reason)] += 1
+        return reason
+    if row is None:
+        report.filtered += 1
+    else:
+        sink.add(row)
+        report.written += 1
+    return None
+
+
+def _summary(tag: str, report: Report, out: TextIO) -> None:
+    print(
+        f"{tag} done: {report.read} read, {report.written} written, {report.n_bad} bad "
+        f"(skipped), {report.filtered} filtered",
+        file=out,
+    )
+    for reason, count in report.bad.most_common():
+        print(f"{tag}   bad: {count} x {reason}", file=out)
+    if report.output is not None:
+        print(f"{tag} wrote {report.output}", file=out)
+    else:
+        print(f"{tag} no rows to write; no file written", file=out)
