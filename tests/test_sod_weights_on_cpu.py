@@ -145,3 +145,17 @@ def test_bad_arguments_raise(kwargs, match):
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="one shape"):
         compute_sod_weights(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("placeholder", [-1e9, float("-inf"), float("nan")])
+def test_tool_token_placeholders_do_not_touch_the_weights(placeholder):
+    """Whatever log-prob a tool token carries, the mask-run weights are those of clean input."""
+    gen = torch.Generator().manual_seed(3)
+    student_BT = -torch.rand(2, 12, generator=gen)
+    teacher_BT = -torch.rand(2, 12, generator=gen)
+    mask_BT = torch.tensor([[1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 0, 0]] * 2)
+    clean = compute_sod_weights(student_BT, teacher_BT, mask_BT, delta=0.2)
+    dirty_BT = torch.where(mask_BT.bool(), teacher_BT, torch.full_like(teacher_BT, placeholder))
+    dirty = compute_sod_weights(student_BT, dirty_BT, mask_BT, delta=0.2)
+    assert torch.equal(clean, dirty)
+    assert torch.all(dirty[mask_BT == 0] == 0)

@@ -19,6 +19,7 @@ PLUGIN_MODULE = "verl_sod.register"
 
 
 def _registries() -> dict[str, Callable[[], set[str]]]:
+    from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
     from verl.plugin.platform.platform_manager import PlatformRegistry
     from verl.trainer.distillation.losses import DISTILLATION_LOSS_REGISTRY
     from verl.workers.rollout import base as rollout_base
@@ -29,6 +30,7 @@ def _registries() -> dict[str, Callable[[], set[str]]]:
         "platform": lambda: set(PlatformRegistry.registered_names()),
         "rollout_replica": lambda: set(RolloutReplicaRegistry._registry),
         "rollout_adapter": lambda: {name for name, _mode in rollout_base._ROLLOUT_REGISTRY},
+        "agent_loop": lambda: set(_agent_loop_registry),
     }
 
 

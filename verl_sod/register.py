@@ -12,6 +12,7 @@ platform and the ``hf`` rollout backend are registered everywhere but stay inert
 
 from __future__ import annotations
 
+from verl_sod.agent import loop as agent_loop
 from verl_sod.algos import sod_loss
 from verl_sod.cpu import hf_rollout, platform
 from verl_sod.cpu.verl_patches import apply_cpu_patches
@@ -25,4 +26,5 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("platform", platform.PLATFORM_NAME),
     ("rollout_replica", hf_rollout.BACKEND_NAME),
     ("rollout_adapter", hf_rollout.BACKEND_NAME),
+    ("agent_loop", agent_loop.AGENT_NAME),
 )

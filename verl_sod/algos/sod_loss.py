@@ -41,14 +41,15 @@ from verl.utils.metric import AggregationType, Metric
 from verl.workers.config import ActorConfig, DistillationConfig
 from verl.workers.utils.padding import no_padding_2_padding
 
+from verl_sod.agent.metrics import tool_metrics
 from verl_sod.algos.patterns import sod_metrics
 from verl_sod.algos.sod_config import SODDistillationLossConfig
 from verl_sod.algos.sod_weights import mask_run_step_ids, sod_step_stats
+from verl_sod.fields import STEP_IDS_KEY
 
 logger = logging.getLogger(__name__)
 
 SOD_LOSS_NAME = "sod"
-STEP_IDS_KEY = "sod_step_ids"
 _DEFAULTS = SODDistillationLossConfig.__dataclass_fields__
 
 
@@ -127,4 +128,6 @@ def compute_sod_distillation_loss(
         if key.endswith("_max"):
             aggregation = AggregationType.MAX
         metrics[key] = Metric(aggregation, value)
+    # tool calls, errors, time-outs and recoveries of sod_tool_agent trajectories (else nothing)
+    metrics.update(tool_metrics(data))
     return losses_BT, metrics

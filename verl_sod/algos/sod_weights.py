@@ -109,7 +109,9 @@ def sod_step_stats(
             "student_logp, teacher_logp and response_mask must have one shape, got "
             f"{tuple(student_BT.shape)}, {tuple(teacher_BT.shape)}, {tuple(mask_BT.shape)}"
         )
-    diff_BT = (student_BT - teacher_BT).abs()
+    # Zero outside assistant tokens, so placeholder log-probs on tool tokens (-1e9, -inf) cannot
+    # reach the float64 running sum of the mask-run path.
+    diff_BT = torch.where(mask_BT, (student_BT - teacher_BT).abs(), torch.zeros_like(student_BT))
     if step_ids is None:
         return _stats_from_runs(diff_BT, mask_BT, epsilon, delta, min_weight)
     step_BT = _to_padded(step_ids, "step_ids", -1).to(device=mask_BT.device, dtype=torch.int64)

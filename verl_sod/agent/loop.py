@@ -1,0 +1,212 @@
+"""``sod_tool_agent``: verl's ``ToolAgentLoop`` plus SOD step ids and tool-outcome records.
+
+Select it per dataset row with ``agent_name = "sod_tool_agent"`` (or globally with
+``actor_rollout_ref.rollout.agent.default_agent_loop=sod_tool_agent`` for rows without an
+``agent_name`` column). Everything verl's loop does is kept: its state machine, hermes (or other
+``multi_turn.format``) parsing, Continuous Token bookkeeping, ``max_assistant_turns`` /
+``max_user_turns`` / ``response_length`` limits, tool-response truncation and its
+``response_mask`` (tool tokens 0). The subclass only overrides hooks:
+
+* ``ct_merge_assistant_token`` / ``ct_merge_context_msg`` and the two state handlers: mirror each
+  CT merge onto step ids (see :mod:`verl_sod.agent.trace`);
+* ``_call_tool``: rejects malformed calls with an error observation, bounds every call with a
+  time-out, never lets a tool exception escape, and records each call's outcome;
+* ``run``: wraps verl's output into :class:`SODAgentLoopOutput` with ``sod_step_ids`` (checked
+  against the final ``response_mask``), per-step outcomes and per-trajectory tool counters.
+
+One agent-loop instance runs one trajectory at a time (verl instantiates one per sample).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
+from verl.experimental.agent_loop.tool_agent_loop import AgentData, AgentState, ToolAgentLoop
+from verl.experimental.agent_loop.tool_parser import FunctionCall
+from verl.tools.schemas import ToolResponse
+
+from verl_sod.agent.output import EXTRA_FIELDS_KEY, SODAgentLoopOutput
+from verl_sod.agent.parser import MALFORMED_TOOL_NAME, LenientHermesParser
+from verl_sod.agent.trace import (
+    OUTCOME_CODES,
+    OUTCOME_ERROR,
+    OUTCOME_OK,
+    OUTCOME_TIMEOUT,
+    TOOL_STATS_FIELDS,
+    TrajectoryTrace,
+    consistent,
+    step_ids_from_runs,
+)
+
+logger = logging.getLogger(__name__)
+
+AGENT_NAME = "sod_tool_agent"
+DEFAULT_TOOL_TIMEOUT_S = 300.0
+#: verl's ``_call_tool`` turns a tool exception into a response starting with this (verl 0.9.1).
+VERL_TOOL_EXCEPTION_PREFIX = "Error executing tool '"
+#: Tool metrics key a tool may set to report its own outcome (``verl_sod.tools`` do).
+TOOL_STATUS_KEY = "status"
+_STATUS_TO_OUTCOME = {"ok": OUTCOME_OK, "error": OUTCOME_ERROR, "sandbox_error": OUTCOME_ERROR}
+
+
+class _CallRejectedError(Exception):
+    """A tool call refused before it reaches the tool; the message is the observation text."""
+
+
+@register(AGENT_NAME)
+class SODToolAgentLoop(ToolAgentLoop):
+    """verl's tool agent loop emitting SOD step ids and tool-outcome statistics."""
+
+    def __init__(self, *args: Any, tool_timeout_s: float | None = DEFAULT_TOOL_TIMEOUT_S, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if self.tool_parser_name == "hermes":
+            self.tool_parser = LenientHermesParser(self.tool_parser)
+        self.tool_timeout_s = tool_timeout_s
+        self._trace = TrajectoryTrace()
+
+    # ------------------------------------------------------------------ run / output
+    async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
+        self._trace = TrajectoryTrace()
+        output = await super().run(sampling_params, **kwargs)
+        return self._finalize(output)
+
+    def _finalize(self, output: AgentLoopOutput) -> SODAgentLoopOutput:
+        trace, mask = self._trace, list(output.response_mask)
+        step_ids, source = trace.committed[: len(mask)], "ct"
+        if trace.diverged or not consistent(step_ids, mask):
+            logger.warning("sod_tool_agent: mirrored step ids disagree with response_mask; using mask runs")
+            step_ids, source = step_ids_from_runs(mask, trace.turn_tokens), "mask_runs"
+        assert consistent(step_ids, mask), "step ids must mark exactly the response_mask == 1 tokens"
+        outcomes = trace.step_outcomes(len(trace.turn_tokens))
+        stats = trace.stats()
+        summary = {
+            **stats,
+            "recovered": bool(stats["recovered"]),
+            "num_steps": len(trace.turn_tokens),
+            "step_tool_outcomes": outcomes,
+            "tool_call_log": [vars(call) for call in trace.calls],
+            "step_ids_source": source,
+        }
+        output.extra_fields[EXTRA_FIELDS_KEY] = summary
+        return SODAgentLoopOutput.from_output(
+            output,
+            sod_step_ids=step_ids,
+            sod_step_outcomes=[OUTCOME_CODES[o] for o in outcomes],
+            sod_tool_stats=[stats[name] for name in TOOL_STATS_FIELDS],
+        )
+
+    # ------------------------------------------------------------------ step-id mirroring
+    async def ct_merge_assistant_token(self, runtime_token_ids, assistant_token_ids, response_mask, *a, **kw):
+        result = await super().ct_merge_assistant_token(
+            runtime_token_ids, assistant_token_ids, response_mask, *a, **kw
+        )
+        self._trace.stage(response_mask, result[0], result[1])
+        return result
+
+    async def ct_merge_context_msg(
+        self, previous_messages, updated_messages, runtime_token_ids, response_mask, *a, **kw
+    ):
+        result = await super().ct_merge_context_msg(
+            previous_messages, updated_messages, runtime_token_ids, response_mask, *a, **kw
+        )
+        self._trace.stage(response_mask, result[0], result[1])
+        return result
+
+    async def _handle_generating_state(
+        self, agent_data: AgentData, sampling_params: dict[str, Any], ignore_termination: bool = False
+    ) -> AgentState:
+        state = await super()._handle_generating_state(agent_data, sampling_params, ignore_termination)
+        self._trace.commit_if(agent_data.response_mask)
+        return state
+
+    async def _handle_processing_tools_state(self, agent_data: AgentData) -> AgentState:
+        self._trace.current_step = agent_data.assistant_turns - 1
+        state = await super()._handle_processing_tools_state(agent_data)
+        self._trace.commit_if(agent_data.response_mask)
+        return state
+
+    # ------------------------------------------------------------------ tool calls
+    async def _call_tool(
+        self, tool_call: FunctionCall, tools_kwargs: dict[str, Any], agent_data: AgentData
+    ) -> tuple[ToolResponse, float, dict]:
+        """verl's ``_call_tool`` behind a validation gate, a time-out and an exception guard."""
+        name = tool_call.name
+        try:
+            tool_call = self._validated_call(tool_call, agent_data)
+        except _CallRejectedError as rejected:
+            self._trace.record(name, OUTCOME_ERROR, format_error=True, detail=str(rejected))
+            return ToolResponse(text=str(rejected)), 0.0, {TOOL_STATUS_KEY: "error"}
+        try:
+            coro = super()._call_tool(tool_call, tools_kwargs, agent_data)
+            response, reward, metrics = await asyncio.wait_for(coro, timeout=self.tool_timeout_s)
+        except asyncio.TimeoutError:
+            text = f"Error: the call to '{name}' timed out after {self.tool_timeout_s:g} s."
+            self._trace.record(name, OUTCOME_TIMEOUT, detail=text)
+            return ToolResponse(text=text), 0.0, {TOOL_STATUS_KEY: "timeout"}
+        except Exception as exc:  # a tool's release() or verl itself failed: keep the rollout going
+            logger.warning("sod_tool_agent: tool %r failed outside verl's guard: %r", name, exc)
+            text = f"Error: the call to '{name}' failed: {type(exc).__name__}: {exc}"
+            self._trace.record(name, OUTCOME_ERROR, detail=text)
+            return ToolResponse(text=text), 0.0, {TOOL_STATUS_KEY: "error"}
+        outcome = classify_outcome(name, response, metrics)
+        self._trace.record(name, outcome, detail="" if outcome == OUTCOME_OK else (response.text or ""))
+        return response, reward, metrics
+
+    def _validated_call(self, tool_call: FunctionCall, agent_data: AgentData) -> FunctionCall:
+        """The call with its arguments normalised to a JSON object, or :class:`_CallRejectedError`."""
+        active = getattr(agent_data, "_active_tools", self.tools)
+        if tool_call.name == MALFORMED_TOOL_NAME:
+            reason = json.loads(tool_call.arguments).get("reason", "unparseable tool call")
+            raise _CallRejectedError(
+                f"Error: malformed tool call: {reason}. Write "
+                '<tool_call>{"name": <tool name>, "arguments": {...}}</tool_call>.'
+            )
+        if tool_call.name not in active:
+            raise _CallRejectedError(
+                f"Error: unknown tool '{tool_call.name}'. Available tools: {sorted(active)}."
+            )
+        args = _decode_arguments(tool_call)
+        required = active[tool_call.name].tool_schema.function.parameters.required or []
+        missing = [key for key in required if key not in args]
+        if missing:
+            raise _CallRejectedError(
+                f"Error: the call to '{tool_call.name}' is missing required argument(s): {missing}."
+            )
+        return FunctionCall(
+            name=tool_call.name,
+            arguments=json.dumps(args, ensure_ascii=False),
+            tool_call_id=tool_call.tool_call_id,
+        )
+
+
+def _decode_arguments(tool_call: FunctionCall) -> dict[str, Any]:
+    """Arguments as a dict; a JSON string holding a JSON object is accepted too."""
+    try:
+        args = json.loads(tool_call.arguments)
+        if isinstance(args, str):
+            args = json.loads(args)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise _CallRejectedError(
+            f"Error: the arguments of '{tool_call.name}' are not valid JSON: {exc}."
+        ) from None
+    if not isinstance(args, dict):
+        raise _CallRejectedError(
+            f"Error: the arguments of '{tool_call.name}' must be a JSON object, got {type(args).__name__}."
+        )
+    return args
+
+
+def classify_outcome(name: str, response: ToolResponse, metrics: Any) -> str:
+    """ok / error / timeout of a call that returned: the tool's own ``status``, else verl's text."""
+    status = metrics.get(TOOL_STATUS_KEY) if isinstance(metrics, dict) else None
+    if status == "timeout":
+        return OUTCOME_TIMEOUT
+    if status in _STATUS_TO_OUTCOME:
+        return _STATUS_TO_OUTCOME[status]
+    if (response.text or "").startswith(f"{VERL_TOOL_EXCEPTION_PREFIX}{name}'"):
+        return OUTCOME_ERROR
+    return OUTCOME_OK
