@@ -140,7 +140,8 @@ def test_load_weights_changes_the_model_and_rejects_unknown_names(server):
 def test_concurrent_requests_are_batched_and_match_unbatched_logprobs(server):
     """Prompts of different lengths decoded in one left-padded batch: every row's log-probs equal a
     plain forward pass over that row alone, rows stop independently, and scoring batches too."""
-    srv, path = server
+    _, path = server
+    srv = HFRolloutServer(str(path), response_length=16, prompt_length=32, seed=0)  # unmodified weights
     prompts = [[5, 17, 42, 99, 3], [1, 2], [9, 8, 7, 6, 5, 4, 3, 2, 1], [11]]
     params = {"temperature": 1.0, "logprobs": True}
 
