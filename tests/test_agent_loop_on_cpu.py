@@ -296,6 +296,9 @@ def test_any_tool_works_the_calc_function_tool(tok):
     info = out.extra_fields[EXTRA_FIELDS_KEY]
     assert info["tool_calls"] == 2 and info["step_ids_source"] == "ct"
     assert sorted(set(out.sod_step_ids) - {-1}) == [0, 1, 2]
+    # calc answers "12*" with "error: ...": counted as a failed call, then not recovered
+    assert info["tool_errors"] == 1 and info["step_tool_outcomes"] == ["ok", "error", "none"]
+    assert not info["recovered"]
 
 
 # ---------------------------------------------------------------------- the loss never sees tool tokens

@@ -139,3 +139,24 @@ def test_tool_metrics_skip_padding_rows():
     data[TOOL_STATS_KEY] = _nested([torch.tensor(s) for s in stats])  # jagged storage works too
     assert tool_metrics(data)["agent/tool_calls_per_traj"].aggregate() == pytest.approx(2.5)
     assert tool_metrics_values(TensorDict({"response_mask": _nested(masks)}, batch_size=[3])) == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "metrics", "expected"),
+    [
+        ("42", {}, "ok"),
+        ("error: division by zero", {}, "error"),  # a function tool's failure (calc)
+        ("  Error: bad", None, "error"),
+        ("Error executing tool 'calc': boom", {}, "error"),  # verl's own exception guard
+        ("the error: is elsewhere", {}, "ok"),
+        ("out", {"status": "timeout"}, "timeout"),
+        ("out", {"status": "sandbox_error"}, "error"),
+        ("error: but the tool says ok", {"status": "ok"}, "ok"),  # the tool's own status wins
+    ],
+)
+def test_call_outcomes_are_classified(text, metrics, expected):
+    from verl.tools.schemas import ToolResponse
+
+    from verl_sod.agent.loop import classify_outcome
+
+    assert classify_outcome("calc", ToolResponse(text=text), metrics) == expected

@@ -87,7 +87,7 @@ def test_parquet_rows_in_verls_format(tmp_path):
     train = pd.read_parquet(paths["train"])
     assert len(train) == 8 and len(pd.read_parquet(paths["val"])) == 4
     row = train.iloc[0]
-    assert row["data_source"] == DATA_SOURCE and row["agent_name"] == "tool_agent"
+    assert row["data_source"] == DATA_SOURCE and row["agent_name"] == "sod_tool_agent"
     assert [m["role"] for m in row["prompt"]] == ["system", "user"]
     assert int(row["reward_model"]["ground_truth"]) == int(row["reward_model"]["ground_truth"])
     assert row["extra_info"]["index"] == 0

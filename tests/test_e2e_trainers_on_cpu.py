@@ -30,9 +30,17 @@ PROOF_KEYS = {
 }
 
 
+# Smaller than the demo's 16 prompts x 8 samples: these runs prove the plumbing, not learning.
+SMALL = [
+    "data.train_batch_size=8",
+    "actor_rollout_ref.rollout.n=4",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=8",
+]
+
+
 @pytest.mark.parametrize("preset", ["grpo", "dapo", "opd", "sod"])
 def test_two_training_steps(preset, tmp_path):
-    result = run_cpu_training(preset, tmp_path / preset, steps=2, validate=False, echo=False)
+    result = run_cpu_training(preset, tmp_path / preset, steps=2, validate=False, echo=False, extra=SMALL)
     tail = result.log_path.read_text()[-4000:] if result.log_path else ""
     assert result.returncode == 0, tail
     steps = [m["step"] for m in result.metrics]
@@ -48,3 +56,6 @@ def test_two_training_steps(preset, tmp_path):
         (step1,) = [m["data"] for m in result.metrics if m["step"] == 1]
         assert 0 < step1["actor/sod/weight_mean"] <= 1.2 + 1e-6
         assert step1["actor/sod/steps_per_traj"] >= 1
+        # sod_tool_agent's per-token step ids and tool records reached the loss through verl's batch
+        assert step1["actor/sod/explicit_step_ids"] == 1.0
+        assert step1["actor/agent/tool_calls_per_traj"] >= 1

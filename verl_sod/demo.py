@@ -3,7 +3,7 @@
 1. builds a tiny byte-level tokenizer and tiny Qwen3 teacher and student locally, and warms them up
    with supervised training on correct tool trajectories (teacher strong, student weak; cached);
 2. writes the chained-calculator tool task in verl's parquet format;
-3. runs ``python -m verl_sod.train preset=sod platform=cpu task=chain_calc`` for ``--steps`` steps:
+3. runs ``python -m verl_sod.train preset=sod platform=cpu task=chain_calc`` for ``--steps`` steps (12):
    GRPO plus step-weighted OPD from the teacher, with greedy validation before and after;
 4. prints a summary: the student's validation reward before and after, the SOD weight and pattern
    metrics, and where the files are (``outputs/demo/metrics.jsonl`` from verl's ``file`` logger).
@@ -12,12 +12,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
 from verl_sod.cpu.tiny_run import RunResult, run_cpu_training
 
+VAL_PROBLEMS = 256
+VAL_SAMPLES = 2  # actor_rollout_ref.rollout.val_kwargs.n in config/task/chain_calc.yaml
 SOD_KEYS = (
     "actor/sod/weight_mean",
     "actor/sod/weight_min",
@@ -28,6 +31,11 @@ SOD_KEYS = (
     "actor/sod/pattern_stable",
     "actor/sod/pattern_erroneous",
     "actor/sod/pattern_recovery",
+    "actor/sod/explicit_step_ids",
+    "actor/agent/tool_calls_per_traj",
+    "actor/agent/tool_failure_rate",
+    "actor/agent/traj_with_failure_frac",
+    "actor/agent/traj_recovered_frac",
 )
 
 
@@ -36,7 +44,13 @@ def _val_key(result: RunResult, metric: str) -> str | None:
     return sorted(keys)[0] if keys else None
 
 
-def summarize(result: RunResult) -> str:
+def _stderr(p: float, n: int) -> float:
+    """Binomial standard error of a mean of ``n`` 0/1 rewards."""
+    return math.sqrt(max(p * (1 - p), 0.0) / n) if n else float("nan")
+
+
+def summarize(result: RunResult, n_val_samples: int = 0) -> str:
+    """The run in a few lines; ``n_val_samples`` (problems x samples) adds standard errors."""
     lines = [
         f"verl exit code {result.returncode}, {result.seconds / 60:.1f} min, "
         f"{len(result.metrics)} logged steps"
@@ -44,10 +58,16 @@ def summarize(result: RunResult) -> str:
     for metric in ("reward", "acc"):
         key = _val_key(result, metric)
         if key:
-            series = result.values(key)
+            (_, before), *_, (_, after) = result.values(key)
+            se = (
+                f" (+- {_stderr(before, n_val_samples):.3f} / {_stderr(after, n_val_samples):.3f} s.e., "
+                f"{n_val_samples} samples each)"
+                if n_val_samples
+                else ""
+            )
             lines.append(
-                f"student validation {metric} (sampled, {key}): "
-                f"before {series[0][1]:.3f} -> after {series[-1][1]:.3f}"
+                f"student validation {metric} (sampled at T=1, {key}): "
+                f"before {before:.3f} -> after {after:.3f}, change {after - before:+.3f}{se}"
             )
     train_reward = result.values("critic/score/mean")
     if train_reward:
@@ -62,7 +82,10 @@ def summarize(result: RunResult) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m verl_sod.demo", description=__doc__)
-    parser.add_argument("--steps", type=int, default=5, help="SOD training steps (default 5)")
+    parser.add_argument("--steps", type=int, default=12, help="training steps (default 12)")
+    parser.add_argument(
+        "--val-problems", type=int, default=VAL_PROBLEMS, help=f"held-out problems (default {VAL_PROBLEMS})"
+    )
     parser.add_argument("--out", default="outputs/demo", help="run directory (default outputs/demo)")
     parser.add_argument("--preset", default="sod", help="algorithm preset (default sod)")
     args = parser.parse_args(argv)
@@ -75,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         "[demo] preparing tiny models (supervised warm-up, cached after the first run) and data ...",
         flush=True,
     )
-    result = run_cpu_training(args.preset, Path(args.out), steps=args.steps, validate=True)
-    print("\n[demo] summary\n" + summarize(result))
+    result = run_cpu_training(
+        args.preset, Path(args.out), steps=args.steps, validate=True, n_val=args.val_problems
+    )
+    print("\n[demo] summary\n" + summarize(result, args.val_problems * VAL_SAMPLES))
     print(f"[demo] total {(time.time() - t0) / 60:.1f} min")
     return result.returncode
 

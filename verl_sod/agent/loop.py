@@ -201,12 +201,17 @@ def _decode_arguments(tool_call: FunctionCall) -> dict[str, Any]:
 
 
 def classify_outcome(name: str, response: ToolResponse, metrics: Any) -> str:
-    """ok / error / timeout of a call that returned: the tool's own ``status``, else verl's text."""
+    """ok / error / timeout of a call that returned: the tool's own ``status``, else verl's exception
+    text, else an observation starting with ``error:`` (how function tools such as ``calc`` fail)."""
     status = metrics.get(TOOL_STATUS_KEY) if isinstance(metrics, dict) else None
     if status == "timeout":
         return OUTCOME_TIMEOUT
     if status in _STATUS_TO_OUTCOME:
         return _STATUS_TO_OUTCOME[status]
-    if (response.text or "").startswith(f"{VERL_TOOL_EXCEPTION_PREFIX}{name}'"):
+    text = response.text or ""
+    if text.startswith(f"{VERL_TOOL_EXCEPTION_PREFIX}{name}'"):
+        return OUTCOME_ERROR
+    # Function tools cannot return metrics; by convention they report failure as "error: ..."
+    if text.lstrip()[:6].lower() == "error:":
         return OUTCOME_ERROR
     return OUTCOME_OK

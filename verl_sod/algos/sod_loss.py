@@ -116,12 +116,14 @@ def compute_sod_distillation_loss(
         epsilon=_sod_setting(loss_config, "sod_epsilon"),
         delta=_sod_setting(loss_config, "sod_delta"),
         min_weight=_sod_setting(loss_config, "sod_min_weight"),
-        step_ids=resolve_step_ids(data, mask_BT),
+        step_ids=(step_ids_BT := resolve_step_ids(data, mask_BT)),
     )
     weight_BT = stats.weight_BT.to(student_BT.dtype)
     losses_BT = weight_BT * (student_BT - teacher_BT)
     metrics: dict[str, Any] = {
         "distillation/abs_loss": Metric(AggregationType.MEAN, losses_BT[mask_BT].abs().mean()),
+        # 1 when the agent loop's explicit step ids were used, 0 when steps came from mask runs
+        "sod/explicit_step_ids": Metric(AggregationType.MEAN, float(step_ids_BT is not None)),
     }
     for key, value in sod_metrics(stats, tol=_sod_setting(loss_config, "sod_pattern_tol")).items():
         aggregation = AggregationType.MIN if key.endswith("_min") else AggregationType.MEAN

@@ -8,8 +8,10 @@ run verl's own agent loop, teacher loop and trainer on CPU:
 
 * ``generate`` samples with a KV cache (temperature, top-k, top-p) and returns ``TokenOutput`` with
   the log-prob of every sampled token under the temperature-scaled distribution, as verl's actor
-  computes it; generation stops after an EOS token (included) or ``max_tokens``.
-* a ``prompt_logprobs`` request (verl's teacher loop) is answered with one forward pass in vLLM's
+  computes it; generation stops after an EOS token (included) or ``max_tokens``. Requests that
+  arrive together (verl's agent loops send one per trajectory turn) are decoded as one left-padded
+  batch, which on CPU costs about as much per forward pass as a single request.
+* a ``prompt_logprobs`` request (verl's teacher loop) is answered with one (batched) forward pass in vLLM's
   format: entry i holds ``log p(token_{i+1} | tokens_<=i)``, the last entry a dummy 0.
 * weight updates: the training worker's :class:`HFServerAdapter` gathers the actor's full state
   dict and loads it into the server, every step.
@@ -103,7 +105,7 @@ class HFRolloutServer:
         self.prompt_length = prompt_length
         self.global_steps: int | None = None
         self.batch_window_s = float(os.environ.get("VERL_SOD_HF_BATCH_WINDOW_MS", "10")) / 1000
-        self.max_batch = int(os.environ.get("VERL_SOD_HF_MAX_BATCH", "64"))
+        self.max_batch = int(os.environ.get("VERL_SOD_HF_MAX_BATCH", "256"))
         self._pending: list[_Request] = []
         self._leader_active = False
 

@@ -7,7 +7,8 @@ A wrong early call (a mis-copied number) derails every later step, which is exac
 situation SOD's step weights are meant to detect. Texts are short because the tiny tokenizer
 spends one token per byte.
 
-Data is written in verl's RL parquet format for its ``tool_agent`` loop (``agent_name`` column);
+Data is written in verl's RL parquet format for the ``sod_tool_agent`` loop (``agent_name`` column),
+verl's tool agent loop plus SOD step ids and tool-outcome records;
 :func:`compute_score` is the reward (verl's custom-reward signature).
 """
 
@@ -104,7 +105,7 @@ def compute_score(
 def _row(problem: Problem, index: int, split: str) -> dict[str, Any]:
     return {
         "data_source": DATA_SOURCE,
-        "agent_name": "tool_agent",
+        "agent_name": "sod_tool_agent",
         "prompt": prompt_messages(problem),
         "ability": "arithmetic",
         "reward_model": {"style": "rule", "ground_truth": str(problem.answer)},

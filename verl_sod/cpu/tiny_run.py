@@ -23,6 +23,7 @@ PROGRESS_KEYS = (
     ("critic/score/mean", "reward"),
     ("actor/sod/weight_mean", "sod_w"),
     ("actor/sod/pattern_erroneous", "erroneous"),
+    ("actor/agent/tool_failure_rate", "tool_err"),
     ("actor/distillation/loss", "distill"),
     ("actor/grad_norm", "grad"),
     ("timing_s/step", "s/step"),
@@ -41,12 +42,12 @@ class RunResult:
         return [(m["step"], m["data"][key]) for m in self.metrics if key in m["data"]]
 
 
-def prepare_inputs(data_dir: Path) -> dict[str, str]:
+def prepare_inputs(data_dir: Path, n_val: int = 32) -> dict[str, str]:
     """SFT'd student and teacher (cached) and the task's parquet files."""
     from verl_sod.cpu import sft, task
 
     student, teacher = sft.prepare_models()
-    paths = task.write_parquet(data_dir, n_train=256, n_val=32)
+    paths = task.write_parquet(data_dir, n_train=1024, n_val=n_val)
     return {"student": str(student), "teacher": str(teacher), **paths}
 
 
@@ -88,11 +89,12 @@ def run_cpu_training(
     validate: bool = False,
     extra: list[str] | None = None,
     echo: bool = True,
+    n_val: int = 32,
 ) -> RunResult:
     """Run ``preset`` for ``steps`` steps; everything lands in ``out_dir``."""
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    inputs = prepare_inputs(out / "data")
+    inputs = prepare_inputs(out / "data", n_val=n_val)
     metrics_path, log_path = out / "metrics.jsonl", out / "train.log"
     metrics_path.unlink(missing_ok=True)
     env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(metrics_path), "PYTHONUNBUFFERED": "1"}
