@@ -99,3 +99,10 @@ def test_unknown_key_is_an_error():
 def test_every_preset_resolves():
     for name in available_presets():
         OmegaConf.to_container(compose(name, TEACHER), resolve=True)
+
+
+def test_sod_preset_exposes_the_step_weightings_without_plus_keys():
+    """Every weighting is selectable with a plain override (no ``+key=``) and reaches the config."""
+    for name in ("divergence", "uniform", "random", "threshold", "tool_error_gate"):
+        cfg = compose("sod", [f"distillation.distillation_loss.sod_weighting={name}"])
+        assert cfg.distillation.distillation_loss.sod_weighting == name

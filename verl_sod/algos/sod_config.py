@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from verl.workers.config import DistillationLossConfig
 
+from verl_sod.algos.step_weightings import DEFAULT_STEP_WEIGHTING, STEP_WEIGHTINGS
+
 DIVERGENCE_SOURCES = ("old_log_probs", "rollout_log_probs")
 
 
@@ -29,6 +31,15 @@ class SODDistillationLossConfig(DistillationLossConfig):
             ``old_log_probs`` (the actor's log-probs at rollout time, fixed across PPO epochs) or
             ``rollout_log_probs`` (the inference engine's). The gradient always flows through the
             current log-probs.
+        sod_weighting: which step weighting w_k to use, a name registered in
+            :data:`verl_sod.algos.step_weightings.STEP_WEIGHTINGS`: ``divergence`` (the paper's,
+            default), ``uniform`` (plain OPD), ``random`` (the divergence weights of the non-first
+            steps permuted across the micro-batch), ``threshold``, ``tool_error_gate``.
+        sod_threshold: ``threshold`` weighting: a step with d_k > tau gets ``sod_threshold_low``; >= 0.
+        sod_threshold_low: ``threshold`` weighting: weight of a step above tau; in [0, 1].
+        sod_gate_weight: ``tool_error_gate`` weighting: weight of the step after a failed or
+            timed-out tool call; in [0, 1].
+        sod_random_seed: ``random`` weighting: seed of its permutation generator; >= 0.
     """
 
     loss_mode: str = "sod"
@@ -38,6 +49,11 @@ class SODDistillationLossConfig(DistillationLossConfig):
     sod_min_weight: float = 0.0
     sod_pattern_tol: float = 0.05
     sod_divergence_source: str = "old_log_probs"
+    sod_weighting: str = DEFAULT_STEP_WEIGHTING
+    sod_threshold: float = 0.5
+    sod_threshold_low: float = 0.0
+    sod_gate_weight: float = 0.0
+    sod_random_seed: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -57,6 +73,24 @@ class SODDistillationLossConfig(DistillationLossConfig):
                 self.sod_divergence_source in DIVERGENCE_SOURCES,
                 f"sod_divergence_source must be one of {DIVERGENCE_SOURCES}, "
                 f"got {self.sod_divergence_source!r}",
+            ),
+            (
+                self.sod_weighting in STEP_WEIGHTINGS,
+                f"unknown sod_weighting {self.sod_weighting!r}; "
+                f"registered: {', '.join(sorted(STEP_WEIGHTINGS))}",
+            ),
+            (self.sod_threshold >= 0, f"sod_threshold must be >= 0, got {self.sod_threshold}"),
+            (
+                0 <= self.sod_threshold_low <= 1,
+                f"sod_threshold_low must lie in [0, 1], got {self.sod_threshold_low}",
+            ),
+            (
+                0 <= self.sod_gate_weight <= 1,
+                f"sod_gate_weight must lie in [0, 1], got {self.sod_gate_weight}",
+            ),
+            (
+                isinstance(self.sod_random_seed, int) and self.sod_random_seed >= 0,
+                f"sod_random_seed must be an integer >= 0, got {self.sod_random_seed!r}",
             ),
         ]
         for ok, message in checks:

@@ -27,6 +27,9 @@ Where this differs from the paper's implementation
     * ``loss_max_clamp`` (verl's) clamps the *weighted* per-token value. ``sod_min_weight`` > 0
       floors the weights (off by default).
     * Rows without any assistant token (verl's synthetic padding rows) get weight 0.
+    * ``sod_weighting`` swaps w_k for an ablation baseline (``uniform`` = plain OPD, ``random``,
+      ``threshold``, ``tool_error_gate``; :mod:`verl_sod.algos.step_weightings`). The default,
+      ``divergence``, is the paper's.
 """
 
 from __future__ import annotations
@@ -44,13 +47,30 @@ from verl.workers.utils.padding import no_padding_2_padding
 from verl_sod.agent.metrics import tool_metrics
 from verl_sod.algos.patterns import sod_metrics
 from verl_sod.algos.sod_config import SODDistillationLossConfig
-from verl_sod.algos.sod_weights import mask_run_step_ids, sod_step_stats
-from verl_sod.fields import STEP_IDS_KEY
+from verl_sod.algos.sod_weights import mask_run_step_ids, sod_step_stats, token_step_slots
+from verl_sod.algos.step_weightings import StepWeightingContext, apply_step_weighting
+from verl_sod.fields import STEP_IDS_KEY, STEP_OUTCOMES_KEY
 
 logger = logging.getLogger(__name__)
 
 SOD_LOSS_NAME = "sod"
 _DEFAULTS = SODDistillationLossConfig.__dataclass_fields__
+#: one CPU generator per ``sod_random_seed`` and process, advanced at every call (``random`` weighting)
+_GENERATORS: dict[int, torch.Generator] = {}
+
+
+def _weighting_context(loss_config: Any, data: TensorDict) -> StepWeightingContext:
+    seed = int(_sod_setting(loss_config, "sod_random_seed"))
+    if seed not in _GENERATORS:
+        _GENERATORS[seed] = torch.Generator().manual_seed(seed)
+    outcomes = data[STEP_OUTCOMES_KEY] if STEP_OUTCOMES_KEY in data.keys() else None  # noqa: SIM118
+    return StepWeightingContext(
+        threshold=_sod_setting(loss_config, "sod_threshold"),
+        threshold_low=_sod_setting(loss_config, "sod_threshold_low"),
+        gate_weight=_sod_setting(loss_config, "sod_gate_weight"),
+        generator=_GENERATORS[seed],
+        step_outcomes=outcomes,
+    )
 
 
 def _padded(x: torch.Tensor, pad: float | int) -> torch.Tensor:
@@ -118,14 +138,30 @@ def compute_sod_distillation_loss(
         min_weight=_sod_setting(loss_config, "sod_min_weight"),
         step_ids=(step_ids_BT := resolve_step_ids(data, mask_BT)),
     )
-    weight_BT = stats.weight_BT.to(student_BT.dtype)
+    # the configured weighting (default: the paper's divergence weights, `stats` itself)
+    applied = apply_step_weighting(
+        _sod_setting(loss_config, "sod_weighting"),
+        stats,
+        token_step_slots(mask_BT, step_ids_BT),
+        _weighting_context(loss_config, data),
+    )
+    weight_BT = applied.weight_BT.to(student_BT.dtype)
     losses_BT = weight_BT * (student_BT - teacher_BT)
     metrics: dict[str, Any] = {
         "distillation/abs_loss": Metric(AggregationType.MEAN, losses_BT[mask_BT].abs().mean()),
         # 1 when the agent loop's explicit step ids were used, 0 when steps came from mask runs
         "sod/explicit_step_ids": Metric(AggregationType.MEAN, float(step_ids_BT is not None)),
     }
-    for key, value in sod_metrics(stats, tol=_sod_setting(loss_config, "sod_pattern_tol")).items():
+    # patterns and sod/weight_* describe the paper's divergence weights whatever the weighting (so
+    # ablations stay comparable); sod/applied_* describe the weights actually used
+    sod_values = sod_metrics(stats, tol=_sod_setting(loss_config, "sod_pattern_tol"))
+    for key in [k for k in sod_values if k.startswith("sod/weight_") or k == "sod/token_weight_mean"]:
+        sod_values[key.replace("sod/", "sod/applied_", 1)] = sod_values[key]
+    if applied is not stats:
+        for key, value in sod_metrics(applied, prefix="sod/applied_").items():
+            if key in sod_values:
+                sod_values[key] = value
+    for key, value in sod_values.items():
         aggregation = AggregationType.MIN if key.endswith("_min") else AggregationType.MEAN
         if key.endswith("_max"):
             aggregation = AggregationType.MAX

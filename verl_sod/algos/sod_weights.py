@@ -38,7 +38,14 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SODStepStats", "compute_sod_weights", "mask_run_step_ids", "sod_step_stats"]
+__all__ = [
+    "SODStepStats",
+    "broadcast_step_weights",
+    "compute_sod_weights",
+    "mask_run_step_ids",
+    "sod_step_stats",
+    "token_step_slots",
+]
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,29 @@ def mask_run_step_ids(mask_BT: torch.Tensor) -> torch.Tensor:
     starts_BT = mask_BT & ~prev_BT
     step_BT = starts_BT.cumsum(dim=1, dtype=torch.int64) - 1
     return torch.where(mask_BT, step_BT, torch.full_like(step_BT, -1))
+
+
+def token_step_slots(response_mask: torch.Tensor, step_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """int64 ``[B, T]``: the step slot of :class:`SODStepStats` each token belongs to, -1 outside steps.
+
+    The slot indexing of :func:`sod_step_stats`: mask-run index without ``step_ids``, the step id
+    itself with them; tokens with ``response_mask == 0`` or a negative id are outside every step.
+    """
+    mask_BT = _to_padded(response_mask, "response_mask").bool()
+    if step_ids is None:
+        return mask_run_step_ids(mask_BT)
+    step_BT = _to_padded(step_ids, "step_ids", -1).to(device=mask_BT.device, dtype=torch.int64)
+    if step_BT.shape != mask_BT.shape:
+        raise ValueError(f"step_ids has shape {tuple(step_BT.shape)}, expected {tuple(mask_BT.shape)}")
+    return torch.where(mask_BT & (step_BT >= 0), step_BT, torch.full_like(step_BT, -1))
+
+
+def broadcast_step_weights(weight_BK: torch.Tensor, slot_BT: torch.Tensor) -> torch.Tensor:
+    """Per-token weights from per-step ones: token t gets ``weight_BK[b, slot_BT[b, t]]``, 0 at slot -1."""
+    B, K = weight_BK.shape
+    padded_BK1 = torch.cat([weight_BK, weight_BK.new_zeros(B, 1)], dim=1)
+    index_BT = torch.where(slot_BT >= 0, slot_BT, torch.full_like(slot_BT, K)).clamp(max=K)
+    return padded_BK1.gather(1, index_BT)
 
 
 def sod_step_stats(
