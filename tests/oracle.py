@@ -21,21 +21,27 @@ def random_multiturn_mask(B: int, T: int, gen: torch.Generator, max_turns: int =
     return mask
 
 
+def oracle_row_step_ids(mask_row, ids_row=None) -> list[int]:
+    """Step index of every token of one row (-1 outside assistant tokens), by a plain loop: the
+    maximal runs of mask 1 when ``ids_row`` is None, else the given ids on assistant tokens."""
+    m = [int(x) for x in mask_row.tolist()]
+    if ids_row is not None:
+        return [int(x) if m[i] and int(x) >= 0 else -1 for i, x in enumerate(ids_row.tolist())]
+    ids, k = [-1] * len(m), -1
+    for i in range(len(m)):
+        if m[i] and (i == 0 or not m[i - 1]):
+            k += 1
+        if m[i]:
+            ids[i] = k
+    return ids
+
+
 def oracle_sod_weights(student, teacher, mask, epsilon=1e-6, delta=0.2, min_weight=0.0, step_ids=None):
     """Per-token loop, straight from the paper's definition (list of lists of floats)."""
     out = []
     for b in range(len(mask)):
         s, t, m = student[b].tolist(), teacher[b].tolist(), [int(x) for x in mask[b].tolist()]
-        ids = [-1] * len(m)
-        if step_ids is None:
-            k = -1
-            for i in range(len(m)):
-                if m[i] and (i == 0 or not m[i - 1]):
-                    k += 1
-                if m[i]:
-                    ids[i] = k
-        else:
-            ids = [int(x) if m[i] else -1 for i, x in enumerate(step_ids[b].tolist())]
+        ids = oracle_row_step_ids(mask[b], None if step_ids is None else step_ids[b])
         steps = sorted({k for k in ids if k >= 0})
         d = {}
         for k in steps:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from oracle import oracle_sod_weights, random_multiturn_mask
+from oracle import oracle_row_step_ids, oracle_sod_weights, random_multiturn_mask
 from test_sod_loss_on_cpu import _configs, _nested, make_micro_batch
 from verl.trainer.distillation.losses import get_distillation_loss_fn
 
@@ -29,17 +29,7 @@ EPS, DELTA = 1e-6, 0.2
 # ----------------------------------------------------------------------------- oracle (loops)
 def _row_steps(mask_row, ids_row):
     """Step key of every token (-1 outside) and the ordered step keys, by plain loops."""
-    m = [int(x) for x in mask_row.tolist()]
-    ids = [-1] * len(m)
-    if ids_row is None:
-        k = -1
-        for i in range(len(m)):
-            if m[i] and (i == 0 or not m[i - 1]):
-                k += 1
-            if m[i]:
-                ids[i] = k
-    else:
-        ids = [int(x) if m[i] and int(x) >= 0 else -1 for i, x in enumerate(ids_row.tolist())]
+    ids = oracle_row_step_ids(mask_row, ids_row)
     return ids, sorted({k for k in ids if k >= 0})
 
 

@@ -78,30 +78,22 @@ def _aime_answer(value: Any) -> str:
     return str(int(text))
 
 
+def _aime(row: dict[str, Any], index: int, opts: Options, columns: tuple[str, str], source: str) -> dict:
+    """One AIME row from its (problem, answer) columns."""
+    problem_col, answer_col = columns
+    truth = _aime_answer(row.get(answer_col))
+    prompt = chat_prompt(_text(row, problem_col), "math")
+    return verl_row(index, opts.data_source or source, prompt, "math", truth, opts.split)
+
+
 def aime2024(index: int, row: dict[str, Any], opts: Options) -> dict[str, Any]:
     """Open-AgentRL-Eval ``aime_2024_problems.parquet``: ``Problem``, ``Answer``."""
-    truth = _aime_answer(row.get("Answer"))
-    return verl_row(
-        index,
-        opts.data_source or "AIME2024",
-        chat_prompt(_text(row, "Problem"), "math"),
-        "math",
-        truth,
-        opts.split,
-    )
+    return _aime(row, index, opts, ("Problem", "Answer"), "AIME2024")
 
 
 def aime2025(index: int, row: dict[str, Any], opts: Options) -> dict[str, Any]:
     """Open-AgentRL-Eval ``aime_2025_problems.parquet``: ``problem``, ``answer``."""
-    truth = _aime_answer(row.get("answer"))
-    return verl_row(
-        index,
-        opts.data_source or "AIME2025",
-        chat_prompt(_text(row, "problem"), "math"),
-        "math",
-        truth,
-        opts.split,
-    )
+    return _aime(row, index, opts, ("problem", "answer"), "AIME2025")
 
 
 def gpqa_diamond(index: int, row: dict[str, Any], opts: Options) -> dict[str, Any]:
