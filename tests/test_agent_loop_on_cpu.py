@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import torch
+from helpers import fake_result
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap
@@ -25,18 +25,10 @@ from verl.workers.rollout.replica import TokenOutput
 from verl_sod.agent import STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY, SODToolAgentLoop
 from verl_sod.agent.output import EXTRA_FIELDS_KEY
 from verl_sod.cpu.assets import build_tokenizer
+from verl_sod.sandbox.result import SandboxResult
 from verl_sod.tools import CodeInterpreterTool
 
 OK, ERR, TIMEOUT, NONE = "ok", "error", "timeout", "none"
-
-
-@dataclass(frozen=True)
-class FakeResult:
-    status: str
-    stdout: str = ""
-    stderr: str = ""
-    exit_code: int | None = 0
-    duration_s: float = 0.01
 
 
 class FakeExecutor:
@@ -45,15 +37,15 @@ class FakeExecutor:
     def __init__(self) -> None:
         self.codes: list[str] = []
 
-    async def run(self, code: str, stdin: str | None = None, timeout_s: float | None = None) -> FakeResult:
+    async def run(self, code: str, stdin: str | None = None, timeout_s: float | None = None) -> SandboxResult:
         self.codes.append(code)
         if "raise" in code:
-            return FakeResult(
+            return fake_result(
                 "error", stderr="Traceback (most recent call last):\nValueError: boom\n", exit_code=1
             )
         if "while True" in code:
-            return FakeResult("timeout", stderr="[killed]", exit_code=None, duration_s=1.0)
-        return FakeResult("ok", stdout="42\n")
+            return fake_result("timeout", stderr="[killed]", exit_code=None, duration_s=1.0)
+        return fake_result("ok", stdout="42\n")
 
 
 class ScriptedServer:
@@ -209,7 +201,7 @@ def test_max_assistant_turns_is_verls(tok):
 def test_long_outputs_are_cut_by_the_tool_and_again_by_verl(tok):
     class Loud(FakeExecutor):
         async def run(self, code, stdin=None, timeout_s=None):
-            return FakeResult("ok", stdout="x" * 5000)
+            return fake_result("ok", stdout="x" * 5000)
 
     tool = CodeInterpreterTool({"max_output_chars": 100}, executor=Loud())
     _, server = run_script(tok, [GOOD, "done"], tools=[tool])

@@ -4,31 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from dataclasses import dataclass
 from importlib import resources
 
 import pytest
+from helpers import fake_result
 from verl.tools.tool_registry import initialize_tools_from_config
 
+from verl_sod.sandbox.result import SandboxResult
 from verl_sod.tools import CodeInterpreterTool
 from verl_sod.tools.code_interpreter import truncate
 
 
-@dataclass(frozen=True)
-class Result:
-    status: str
-    stdout: str = ""
-    stderr: str = ""
-    exit_code: int | None = 0
-    duration_s: float = 0.0
-
-
 class FixedExecutor:
-    def __init__(self, result: Result | Exception) -> None:
+    def __init__(self, result: SandboxResult | Exception) -> None:
         self.result = result
         self.calls: list[tuple[str, float | None]] = []
 
-    async def run(self, code: str, stdin: str | None = None, timeout_s: float | None = None) -> Result:
+    async def run(self, code: str, stdin: str | None = None, timeout_s: float | None = None) -> SandboxResult:
         self.calls.append((code, timeout_s))
         if isinstance(self.result, Exception):
             raise self.result
@@ -42,11 +34,11 @@ def execute(tool: CodeInterpreterTool, params: object) -> tuple[str, dict]:
 
 
 def test_ok_returns_stdout_and_stderr():
-    ex = FixedExecutor(Result("ok", stdout="42\n", stderr="warning: x\n"))
+    ex = FixedExecutor(fake_result("ok", stdout="42\n", stderr="warning: x\n"))
     text, metrics = execute(CodeInterpreterTool({"timeout_s": 3}, executor=ex), {"code": "print(42)"})
     assert text == "42\n[stderr]\nwarning: x" and metrics["status"] == "ok"
     assert ex.calls == [("print(42)", 3)]
-    text, _ = execute(CodeInterpreterTool({}, executor=FixedExecutor(Result("ok"))), {"code": "x = 1"})
+    text, _ = execute(CodeInterpreterTool({}, executor=FixedExecutor(fake_result("ok"))), {"code": "x = 1"})
     assert text == "(no output)"
 
 
@@ -54,12 +46,16 @@ def test_ok_returns_stdout_and_stderr():
     ("result", "expected", "status"),
     [
         (
-            Result("error", stderr="Traceback\nZeroDivisionError: division by zero", exit_code=1),
+            fake_result("error", stderr="Traceback\nZeroDivisionError: division by zero", exit_code=1),
             "exit code 1",
             "error",
         ),
-        (Result("timeout", stdout="partial", exit_code=None), "timed out after 2 s", "timeout"),
-        (Result("sandbox_error", stderr="bwrap: boom", exit_code=None), "sandbox failed", "sandbox_error"),
+        (fake_result("timeout", stdout="partial", exit_code=None), "timed out after 2 s", "timeout"),
+        (
+            fake_result("sandbox_error", stderr="bwrap: boom", exit_code=None),
+            "sandbox failed",
+            "sandbox_error",
+        ),
     ],
 )
 def test_failures_are_error_observations(result, expected, status):
@@ -72,7 +68,7 @@ def test_failures_are_error_observations(result, expected, status):
 
 @pytest.mark.parametrize("params", [{}, {"code": ""}, {"code": 3}, {"src": "print(1)"}, ["print(1)"]])
 def test_missing_or_bad_code_is_an_error_observation(params):
-    ex = FixedExecutor(Result("ok"))
+    ex = FixedExecutor(fake_result("ok"))
     text, metrics = execute(CodeInterpreterTool({}, executor=ex), params)
     assert text.startswith("Error:") and '"code"' in text and metrics["status"] == "error"
     assert ex.calls == []
@@ -99,7 +95,7 @@ def test_truncation_keeps_head_and_tail_with_a_marker():
         cut.startswith(text[:50]) and cut.endswith(text[-50:]) and "...[900 characters truncated]..." in cut
     )
     assert truncate("short", 100) == "short"
-    ex = FixedExecutor(Result("error", stdout="o" * 500, stderr="e" * 500, exit_code=1))
+    ex = FixedExecutor(fake_result("error", stdout="o" * 500, stderr="e" * 500, exit_code=1))
     out, _ = execute(CodeInterpreterTool({"max_output_chars": 40}, executor=ex), {"code": "1"})
     assert (
         out.count("o" * 20) == 2
