@@ -29,7 +29,7 @@ class SandboxConfig:
     Fields (local backend unless noted):
 
     - ``backend``: ``"local"`` (run here, isolated) or ``"sandbox_fusion"`` (HTTP client).
-    - ``timeout_s``: default wall-clock limit of one run; RLIMIT_CPU is ``ceil(timeout_s)``.
+    - ``timeout_s``: default wall-clock limit of one run; RLIMIT_CPU is ``ceil(timeout_s) + 1``.
     - ``memory_mb``: address-space limit (RLIMIT_AS) in MiB; also sent to SandboxFusion.
     - ``max_processes``: RLIMIT_NPROC of the slot uid (processes + threads of one run).
     - ``max_file_mb``: largest file a run may write (RLIMIT_FSIZE), in MiB.

@@ -106,7 +106,9 @@ def prlimit_prefix(cfg: SandboxConfig, level: str, timeout_s: float) -> list[str
     Limits are set by exec'd helpers instead of a ``preexec_fn`` so that ``subprocess`` can use
     ``vfork``: a ``fork`` of a large parent (torch loaded) blocks the event loop for 5-20 ms.
     """
-    cpu = max(1, math.ceil(timeout_s))
+    # one second of slack, so that a single busy process meets the wall-clock limit first (status
+    # "timeout", no exit code) instead of racing it; multi-process CPU burn still hits this bound
+    cpu = math.ceil(timeout_s) + 1
     mem, fsize = cfg.memory_mb << 20, cfg.max_file_mb << 20
     argv = [_tool("prlimit"), f"--cpu={cpu}:{cpu + 1}", f"--as={mem}:{mem}", f"--fsize={fsize}:{fsize}"]
     argv += ["--core=0:0", f"--nofile={cfg.max_open_files}:{cfg.max_open_files}"]
