@@ -7,6 +7,7 @@ cluster; the assertions read verl's ``file`` logger output.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -59,3 +60,20 @@ def test_two_training_steps(preset, tmp_path):
         # sod_tool_agent's per-token step ids and tool records reached the loss through verl's batch
         assert step1["actor/sod/explicit_step_ids"] == 1.0
         assert step1["actor/agent/tool_calls_per_traj"] >= 1
+        _check_sod_records(tmp_path / preset, result.metrics)
+
+
+def _check_sod_records(run_dir, metrics):
+    """The sod_sync trainer wrote every trajectory's steps, consistent with the loss's own metrics."""
+    for m in metrics:
+        path = run_dir / "sod_steps" / f"step_{m['step']:06d}.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        data = m["data"]
+        assert len(records) == data["sod_records/trajectories"] == 32  # 8 prompts x 4 samples
+        assert data["timing_s/sod_records"] < data["timing_s/step"]
+        rewards = [r["reward"] for r in records]
+        assert sum(rewards) / len(rewards) == pytest.approx(data["critic/score/mean"], abs=1e-5)
+        weights = [s["w"] for r in records for s in r["steps"]]
+        assert sum(weights) / len(weights) == pytest.approx(data["actor/sod/weight_mean"], abs=0.05)
+        erroneous = sum(r["pattern"] == "erroneous" for r in records) / len(records)
+        assert erroneous == pytest.approx(data["actor/sod/pattern_erroneous"], abs=0.05)

@@ -22,6 +22,7 @@ def _registries() -> dict[str, Callable[[], set[str]]]:
     from verl.experimental.agent_loop.agent_loop import _agent_loop_registry
     from verl.plugin.platform.platform_manager import PlatformRegistry
     from verl.trainer.distillation.losses import DISTILLATION_LOSS_REGISTRY
+    from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
     from verl.workers.rollout import base as rollout_base
     from verl.workers.rollout.replica import RolloutReplicaRegistry
 
@@ -31,6 +32,7 @@ def _registries() -> dict[str, Callable[[], set[str]]]:
         "rollout_replica": lambda: set(RolloutReplicaRegistry._registry),
         "rollout_adapter": lambda: {name for name, _mode in rollout_base._ROLLOUT_REGISTRY},
         "agent_loop": lambda: set(_agent_loop_registry),
+        "trainer": lambda: set(TRAINER_REGISTRY),
     }
 
 

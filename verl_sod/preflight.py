@@ -10,7 +10,7 @@ import logging
 import os
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +109,37 @@ def _check_teacher_tokenizer(config: DictConfig) -> None:
             )
 
 
+def _resolve_sod_records(config: DictConfig) -> None:
+    """Per-step records need the ``sod_sync`` trainer and an absolute directory (Ray workers' cwd differs)."""
+    dist = config.distillation
+    loss = dist.distillation_loss
+    if not dist.enabled or loss.get("loss_mode") != "sod" or not (loss.get("sod_records_per_step") or 0):
+        return
+    from verl_sod.diagnostics.records import RECORDS_SUBDIR
+    from verl_sod.diagnostics.trainer import SOD_TRAINER_MODE
+
+    mode = config.trainer.v1.trainer_mode
+    if mode != SOD_TRAINER_MODE:
+        raise ConfigError(
+            f"distillation.distillation_loss.sod_records_per_step={loss.sod_records_per_step} needs "
+            f"trainer.v1.trainer_mode={SOD_TRAINER_MODE} (verl's sync trainer plus the records), got "
+            f"{mode!r}. Set trainer.v1.trainer_mode={SOD_TRAINER_MODE}, or sod_records_per_step=0."
+        )
+    directory = loss.get("sod_records_dir")
+    if not directory:
+        base = config.trainer.get("rollout_data_dir") or os.getcwd()
+        directory = os.path.join(str(base), RECORDS_SUBDIR)
+    with open_dict(loss):
+        loss.sod_records_dir = os.path.abspath(os.path.expanduser(str(directory)))
+
+
 CHECKS = (
     _check_sod_needs_distillation,
     _check_distillation_builds,
     _check_overlong_buffer,
     _check_model_paths,
     _check_teacher_tokenizer,
+    _resolve_sod_records,
 )
 
 

@@ -16,6 +16,7 @@ from verl_sod.agent import loop as agent_loop
 from verl_sod.algos import sod_loss
 from verl_sod.cpu import hf_rollout, platform
 from verl_sod.cpu.verl_patches import apply_cpu_patches
+from verl_sod.diagnostics import trainer as sod_trainer
 
 hf_rollout.register_hf_backend()
 apply_cpu_patches()
@@ -27,4 +28,5 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("rollout_replica", hf_rollout.BACKEND_NAME),
     ("rollout_adapter", hf_rollout.BACKEND_NAME),
     ("agent_loop", agent_loop.AGENT_NAME),
+    ("trainer", sod_trainer.SOD_TRAINER_MODE),
 )

@@ -40,6 +40,11 @@ class SODDistillationLossConfig(DistillationLossConfig):
         sod_gate_weight: ``tool_error_gate`` weighting: weight of the step after a failed or
             timed-out tool call; in [0, 1].
         sod_random_seed: ``random`` weighting: seed of its permutation generator; >= 0.
+        sod_records_per_step: trajectories per training step whose per-step d_k, w_k, tokens, tool
+            outcomes, reward and pattern are written as JSON lines (``verl_sod.diagnostics``;
+            needs ``trainer.v1.trainer_mode=sod_sync``); 0 writes nothing; >= 0.
+        sod_records_dir: where those files go; unset: ``<trainer.rollout_data_dir or the launch
+            directory>/sod_steps``, made absolute by ``python -m verl_sod.train``.
     """
 
     loss_mode: str = "sod"
@@ -54,6 +59,8 @@ class SODDistillationLossConfig(DistillationLossConfig):
     sod_threshold_low: float = 0.0
     sod_gate_weight: float = 0.0
     sod_random_seed: int = 0
+    sod_records_per_step: int = 0
+    sod_records_dir: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -91,6 +98,10 @@ class SODDistillationLossConfig(DistillationLossConfig):
             (
                 isinstance(self.sod_random_seed, int) and self.sod_random_seed >= 0,
                 f"sod_random_seed must be an integer >= 0, got {self.sod_random_seed!r}",
+            ),
+            (
+                isinstance(self.sod_records_per_step, int) and self.sod_records_per_step >= 0,
+                f"sod_records_per_step must be an integer >= 0, got {self.sod_records_per_step!r}",
             ),
         ]
         for ok, message in checks:

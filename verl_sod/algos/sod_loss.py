@@ -35,6 +35,7 @@ Where this differs from the paper's implementation
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -47,7 +48,7 @@ from verl.workers.utils.padding import no_padding_2_padding
 from verl_sod.agent.metrics import tool_metrics
 from verl_sod.algos.patterns import sod_metrics
 from verl_sod.algos.sod_config import SODDistillationLossConfig
-from verl_sod.algos.sod_weights import mask_run_step_ids, sod_step_stats, token_step_slots
+from verl_sod.algos.sod_weights import SODStepStats, mask_run_step_ids, sod_step_stats, token_step_slots
 from verl_sod.algos.step_weightings import StepWeightingContext, apply_step_weighting
 from verl_sod.fields import STEP_IDS_KEY, STEP_OUTCOMES_KEY
 
@@ -111,6 +112,42 @@ def resolve_step_ids(data: TensorDict, mask_BT: torch.Tensor) -> torch.Tensor | 
     return torch.where(ok_B.unsqueeze(1), step_BT.long(), fallback_BT)
 
 
+@dataclass(frozen=True)
+class SODBatchWeights:
+    """What the loss (and the per-step records) derive from one batch: steps, d_k, weights."""
+
+    stats: SODStepStats  # the paper's divergence weights (patterns and sod/weight_* use these)
+    applied: SODStepStats  # the configured weighting's weights (the ones the loss multiplies by)
+    step_ids_BT: torch.Tensor | None  # explicit step ids, or None when steps are mask runs
+
+
+def sod_batch_weights(
+    loss_config: Any,
+    data: TensorDict,
+    ref_student_BT: torch.Tensor,
+    teacher_BT: torch.Tensor,
+    mask_BT: torch.Tensor,
+) -> SODBatchWeights:
+    """Steps, divergences and weights of a padded ``[B, T]`` batch under ``loss_config``."""
+    stats = sod_step_stats(
+        ref_student_BT,
+        teacher_BT,
+        mask_BT,
+        epsilon=_sod_setting(loss_config, "sod_epsilon"),
+        delta=_sod_setting(loss_config, "sod_delta"),
+        min_weight=_sod_setting(loss_config, "sod_min_weight"),
+        step_ids=(step_ids_BT := resolve_step_ids(data, mask_BT)),
+    )
+    # the configured weighting (default: the paper's divergence weights, `stats` itself)
+    applied = apply_step_weighting(
+        _sod_setting(loss_config, "sod_weighting"),
+        stats,
+        token_step_slots(mask_BT, step_ids_BT),
+        _weighting_context(loss_config, data),
+    )
+    return SODBatchWeights(stats, applied, step_ids_BT)
+
+
 @register_distillation_loss(DistillationLossSettings(names=[SOD_LOSS_NAME], use_estimator=True))
 def compute_sod_distillation_loss(
     config: ActorConfig,
@@ -129,22 +166,8 @@ def compute_sod_distillation_loss(
     else:
         logger.warning("SOD: %s missing from the batch; measuring d_k on the current log-probs.", source)
         ref_student_BT = student_BT.detach()
-    stats = sod_step_stats(
-        ref_student_BT,
-        teacher_BT,
-        mask_BT,
-        epsilon=_sod_setting(loss_config, "sod_epsilon"),
-        delta=_sod_setting(loss_config, "sod_delta"),
-        min_weight=_sod_setting(loss_config, "sod_min_weight"),
-        step_ids=(step_ids_BT := resolve_step_ids(data, mask_BT)),
-    )
-    # the configured weighting (default: the paper's divergence weights, `stats` itself)
-    applied = apply_step_weighting(
-        _sod_setting(loss_config, "sod_weighting"),
-        stats,
-        token_step_slots(mask_BT, step_ids_BT),
-        _weighting_context(loss_config, data),
-    )
+    weights = sod_batch_weights(loss_config, data, ref_student_BT, teacher_BT, mask_BT)
+    stats, applied, step_ids_BT = weights.stats, weights.applied, weights.step_ids_BT
     weight_BT = applied.weight_BT.to(student_BT.dtype)
     losses_BT = weight_BT * (student_BT - teacher_BT)
     metrics: dict[str, Any] = {

@@ -1,0 +1,1 @@
+"""Per-step SOD records written during training (``sod_sync`` trainer) for ``verl_sod.report``."""
