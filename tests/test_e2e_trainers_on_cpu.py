@@ -1,5 +1,8 @@
 """GRPO, DAPO, OPD and SOD, two steps each through verl's real trainer on CPU with the tiny assets.
 
+GRPO, DAPO and OPD launch the CPU-scaled variant of their paper recipe (``--config-dir
+recipes/NAME``, then ``platform=cpu task=chain_calc``); SOD launches the ``sod`` preset of the demo.
+
 Selected with ``-m e2e`` (``make test-fast`` skips them). Each run is a real
 ``python -m verl_sod.train preset=... platform=cpu task=chain_calc`` subprocess with its own Ray
 cluster; the assertions read verl's ``file`` logger output.
@@ -39,9 +42,19 @@ SMALL = [
 ]
 
 
-@pytest.mark.parametrize("preset", ["grpo", "dapo", "opd", "sod"])
-def test_two_training_steps(preset, tmp_path):
-    result = run_cpu_training(preset, tmp_path / preset, steps=2, validate=False, echo=False, extra=SMALL)
+# GRPO, DAPO and OPD run their paper recipe (recipes/NAME/NAME.yaml) scaled down by platform=cpu
+# task=chain_calc; SOD runs the preset `make demo` uses (its recipe runs in test_multinode_on_cpu.py).
+RUNS = [("grpo", True), ("dapo", True), ("opd", True), ("sod", False)]
+
+
+IDS = [f"{preset}-{'recipe' if recipe else 'preset'}" for preset, recipe in RUNS]
+
+
+@pytest.mark.parametrize(("preset", "recipe"), RUNS, ids=IDS)
+def test_two_training_steps(preset, recipe, tmp_path):
+    result = run_cpu_training(
+        preset, tmp_path / preset, steps=2, validate=False, echo=False, extra=SMALL, recipe=recipe
+    )
     tail = result.log_path.read_text()[-4000:] if result.log_path else ""
     assert result.returncode == 0, tail
     steps = [m["step"] for m in result.metrics]

@@ -6,7 +6,9 @@
 3. runs ``python -m verl_sod.train preset=sod platform=cpu task=chain_calc`` for ``--steps`` steps (12):
    GRPO plus step-weighted OPD from the teacher, with greedy validation before and after;
 4. prints a summary: the student's validation reward before and after, the SOD weight and pattern
-   metrics, and where the files are (``outputs/demo/metrics.jsonl`` from verl's ``file`` logger).
+   metrics, and where the files are (``outputs/demo/metrics.jsonl`` from verl's ``file`` logger);
+5. renders the step report (``python -m verl_sod.report outputs/demo``) from the per-step records
+   of every trajectory (``outputs/demo/sod_steps/``) into ``outputs/demo/report/``.
 """
 
 from __future__ import annotations
@@ -98,10 +100,18 @@ def main(argv: list[str] | None = None) -> int:
         "[demo] preparing tiny models (supervised warm-up, cached after the first run) and data ...",
         flush=True,
     )
+    out = Path(args.out)
+    # every trajectory of a step (16 prompts x 8 samples) gets a per-step record
+    records = ["distillation.distillation_loss.sod_records_per_step=128"] if args.preset == "sod" else []
     result = run_cpu_training(
-        args.preset, Path(args.out), steps=args.steps, validate=True, n_val=args.val_problems
+        args.preset, out, steps=args.steps, validate=True, n_val=args.val_problems, extra=records
     )
     print("\n[demo] summary\n" + summarize(result, args.val_problems * VAL_SAMPLES))
+    if result.returncode == 0 and records:
+        from verl_sod.report.__main__ import main as report_main
+
+        print("[demo] step report (python -m verl_sod.report) ...", flush=True)
+        report_main([str(out), "--title", f"make demo: {args.preset}, {args.steps} steps"])
     print(f"[demo] total {(time.time() - t0) / 60:.1f} min")
     return result.returncode
 

@@ -133,12 +133,27 @@ def _resolve_sod_records(config: DictConfig) -> None:
         loss.sod_records_dir = os.path.abspath(os.path.expanduser(str(directory)))
 
 
+def _check_existing_cluster(config: DictConfig) -> None:
+    """Joining a running Ray cluster (RAY_ADDRESS): Ray refuses num_cpus/num_gpus in ray.init."""
+    ray_init = config.ray_kwargs.get("ray_init") or {}
+    address = os.environ.get("RAY_ADDRESS") or ray_init.get("address")
+    given = [key for key in ("num_cpus", "num_gpus") if ray_init.get(key) is not None]
+    if address and given:
+        fix = " ".join(f"ray_kwargs.ray_init.{key}=null" for key in given)
+        raise ConfigError(
+            f"RAY_ADDRESS={address} joins a running Ray cluster, but ray_kwargs.ray_init sets {given}; "
+            f"Ray refuses those when connecting (the cluster's nodes declare their own CPUs and GPUs). "
+            f"Add: {fix}"
+        )
+
+
 CHECKS = (
     _check_sod_needs_distillation,
     _check_distillation_builds,
     _check_overlong_buffer,
     _check_model_paths,
     _check_teacher_tokenizer,
+    _check_existing_cluster,
     _resolve_sod_records,
 )
 

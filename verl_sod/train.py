@@ -11,7 +11,27 @@ from __future__ import annotations
 import os
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
+
+#: launcher environment that verl reads inside its Ray actors (the file logger runs in the
+#: TaskRunner actor); on a cluster joined through RAY_ADDRESS, actors do not inherit it otherwise
+FORWARDED_ENV = ("VERL_FILE_LOGGER_PATH", "VERL_FILE_LOGGER_ROOT")
+
+
+def _forward_logger_env(config: DictConfig) -> None:
+    present = [key for key in FORWARDED_ENV if os.environ.get(key)]
+    forwarded = {key: os.path.abspath(os.path.expanduser(os.environ[key])) for key in present}
+    if not forwarded:
+        return
+    with open_dict(config):
+        ray_init = config.ray_kwargs.ray_init
+        if ray_init.get("runtime_env") is None:
+            ray_init.runtime_env = {}
+        if ray_init.runtime_env.get("env_vars") is None:
+            ray_init.runtime_env.env_vars = {}
+        for key, value in forwarded.items():
+            if key not in ray_init.runtime_env.env_vars:
+                ray_init.runtime_env.env_vars[key] = value
 
 
 @hydra.main(config_path="config", config_name="verl_sod", version_base=None)
@@ -21,6 +41,7 @@ def main(config: DictConfig) -> None:
     from verl_sod.preflight import preflight
 
     preflight(config)
+    _forward_logger_env(config)
     # The launcher and the local Ray cluster it starts inherit these (VERL_PLATFORM=cpu, ...).
     env_vars = config.ray_kwargs.ray_init.get("runtime_env", {}).get("env_vars", {}) or {}
     for key, value in env_vars.items():

@@ -51,9 +51,24 @@ def prepare_inputs(data_dir: Path, n_val: int = 32) -> dict[str, str]:
     return {"student": str(student), "teacher": str(teacher), **paths}
 
 
-def overrides_for(preset: str, inputs: dict[str, str], steps: int, validate: bool) -> list[str]:
+#: ``recipes/`` of the source tree (the recipes are launch configs, not part of the package)
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def recipe_args(recipe: str) -> list[str]:
+    """``--config-dir recipes/NAME --config-name NAME``: launch a paper recipe instead of a preset."""
+    config_dir = RECIPES_DIR / recipe
+    if not (config_dir / f"{recipe}.yaml").is_file():
+        raise FileNotFoundError(f"no recipe {recipe!r} under {RECIPES_DIR}")
+    return ["--config-dir", str(config_dir), "--config-name", recipe]
+
+
+def overrides_for(
+    preset: str, inputs: dict[str, str], steps: int, validate: bool, recipe: bool = False
+) -> list[str]:
+    """Overrides for a tiny CPU run; ``recipe=True``: the recipe of that name selects the preset."""
     out = [
-        f"preset={preset}",
+        *([] if recipe else [f"preset={preset}"]),
         "platform=cpu",
         "task=chain_calc",
         f"actor_rollout_ref.model.path={inputs['student']}",
@@ -90,19 +105,26 @@ def run_cpu_training(
     extra: list[str] | None = None,
     echo: bool = True,
     n_val: int = 32,
+    recipe: bool = False,
+    env: dict[str, str] | None = None,
 ) -> RunResult:
-    """Run ``preset`` for ``steps`` steps; everything lands in ``out_dir``."""
+    """Run ``preset`` for ``steps`` steps; everything lands in ``out_dir``.
+
+    ``recipe=True`` launches ``recipes/<preset>/<preset>.yaml`` scaled down by ``platform=cpu
+    task=chain_calc`` (the CPU variant of the paper recipe) instead of the preset alone.
+    """
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     inputs = prepare_inputs(out / "data", n_val=n_val)
     metrics_path, log_path = out / "metrics.jsonl", out / "train.log"
     metrics_path.unlink(missing_ok=True)
-    env = {**os.environ, "VERL_FILE_LOGGER_PATH": str(metrics_path), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **(env or {}), "VERL_FILE_LOGGER_PATH": str(metrics_path), "PYTHONUNBUFFERED": "1"}
     cmd = [
         sys.executable,
         "-m",
         "verl_sod.train",
-        *overrides_for(preset, inputs, steps, validate),
+        *(recipe_args(preset) if recipe else []),
+        *overrides_for(preset, inputs, steps, validate, recipe),
         *(extra or []),
     ]
     t0 = time.time()

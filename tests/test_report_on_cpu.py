@@ -1,0 +1,329 @@
+"""``python -m verl_sod.report``: stats against hand-computed values, planted effects, CLI behaviour."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from verl_sod.report.__main__ import main
+from verl_sod.report.records import (
+    ReportError,
+    load_records,
+    parse_trajectory,
+    resolve_dirs,
+    step_table,
+    tool_counts,
+)
+from verl_sod.report.stats import (
+    Clusters,
+    bootstrap,
+    bootstrap_estimate,
+    cluster_resample,
+    mean_ci,
+    mean_diff,
+    pearson_r,
+    point_biserial,
+    stratified_diff,
+)
+from verl_sod.report.synthetic import NULL_SPEC, SyntheticSpec, generate
+
+SMALL = SyntheticSpec(train_steps=6, batch=48)
+FIGURES = ("divergence_by_k", "weights", "patterns", "tools", "correlation")
+
+# ---------------------------------------------------------------- pure statistics, table-driven
+
+PB_CASES = [
+    ([1.0, 2.0, 3.0, 4.0], [0, 0, 1, 1], 2 / math.sqrt(5)),  # cov 2, var_x 5, var_y 1
+    ([3.0, 1.0, 2.0], [1, 0, 0], math.sqrt(3) / 2),  # cov 1, var_x 2, var_y 2/3
+    ([1.0, 2.0, 3.0, 4.0], [1, 1, 0, 0], -2 / math.sqrt(5)),
+    ([5.0, 5.0, 1.0, 1.0], [1, 1, 0, 0], 1.0),
+    ([1.0, 2.0, 3.0], [0, 0, 0], math.nan),  # constant indicator
+    ([2.0, 2.0, 2.0], [0, 1, 0], math.nan),  # constant values
+    ([1.0], [1], math.nan),
+]
+
+
+@pytest.mark.parametrize(("values", "ind", "expected"), PB_CASES)
+def test_point_biserial(values, ind, expected):
+    r = point_biserial(np.array(values), np.array(ind))
+    if math.isnan(expected):
+        assert math.isnan(r)
+    else:
+        assert r == pytest.approx(expected, abs=1e-12)
+        assert r == pytest.approx(pearson_r(np.array(values), np.array(ind, dtype=float)))
+
+
+MEAN_CI_CASES = [
+    ([1.0, 2.0, 3.0], 2.0, 4.303 / math.sqrt(3)),  # sd 1, t(2) = 4.303
+    ([0.0, 2.0], 1.0, 12.706),  # sd sqrt(2), n 2, t(1) = 12.706: half = 12.706 * sqrt(2) / sqrt(2)
+    ([4.0] * 40, 4.0, 0.0),
+]
+
+
+@pytest.mark.parametrize(("x", "mean", "half"), MEAN_CI_CASES)
+def test_mean_ci(x, mean, half):
+    e = mean_ci(np.array(x))
+    assert (e.value, e.n) == (pytest.approx(mean), len(x))
+    assert e.hi - e.value == pytest.approx(half, abs=1e-9)
+    assert e.value - e.lo == pytest.approx(half, abs=1e-9)
+
+
+def test_mean_ci_degenerate():
+    assert math.isnan(mean_ci(np.array([])).value)
+    one = mean_ci(np.array([3.0]))
+    assert one.value == 3.0 and math.isnan(one.lo)
+
+
+DIFF_CASES = [
+    # values, indicator, strata, mean_diff, stratified (min_n=1)
+    ([1, 2, 5, 6], [0, 0, 1, 1], [0, 0, 0, 0], 4.0, 4.0),
+    # stratum 0: 3 - 1 = 2 (1 flagged); stratum 1: (10+12)/2 - 4 = 7 (2 flagged) -> (2 + 14) / 3
+    ([1, 3, 4, 10, 12], [0, 1, 0, 1, 1], [0, 0, 1, 1, 1], (3 + 10 + 12) / 3 - 2.5, 16 / 3),
+    ([1, 2], [0, 0], [0, 0], math.nan, math.nan),
+]
+
+
+@pytest.mark.parametrize(("v", "ind", "strata", "diff", "strat"), DIFF_CASES)
+def test_mean_and_stratified_diff(v, ind, strata, diff, strat):
+    v, ind, strata = np.array(v, float), np.array(ind, bool), np.array(strata)
+    for got, want in ((mean_diff(v, ind), diff), (stratified_diff(v, ind, strata, min_n=1), strat)):
+        assert (math.isnan(want) and math.isnan(got)) or got == pytest.approx(want)
+
+
+def test_stratified_diff_skips_thin_strata():
+    v = np.array([1.0, 3.0, 4.0, 10.0, 12.0])
+    ind = np.array([0, 1, 0, 1, 1], bool)
+    assert math.isnan(stratified_diff(v, ind, np.array([0, 0, 1, 1, 1]), min_n=2))
+
+
+def test_bootstrap_is_deterministic_per_seed():
+    x = np.random.default_rng(5).normal(size=50)
+
+    def stat(i):
+        return float(x[i].mean())
+
+    a = bootstrap(stat, x.size, reps=200, seed=3)
+    b = bootstrap(stat, x.size, reps=200, seed=3)
+    c = bootstrap(stat, x.size, reps=200, seed=4)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    e1 = bootstrap_estimate(stat, x.size, reps=200, seed=3)
+    assert e1 == bootstrap_estimate(stat, x.size, reps=200, seed=3)
+    assert e1.lo < x.mean() < e1.hi
+
+
+def test_clusters_group_rows():
+    c = Clusters.from_ids(np.array([2, 0, 2, 1, 0, 2]))
+    groups = [sorted(c.order[s : s + n].tolist()) for s, n in zip(c.start, c.size, strict=True)]
+    assert groups == [[1, 4], [3], [0, 2, 5]]
+
+
+def test_cluster_resample_keeps_whole_trajectories():
+    ids = np.repeat(np.arange(7), [1, 2, 3, 4, 1, 2, 5])
+    c = Clusters.from_ids(ids)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        idx = cluster_resample(c, rng)
+        drawn = np.bincount(ids[idx], minlength=7)
+        sizes = np.bincount(ids, minlength=7)
+        # every cluster appears a whole number of times: all of its rows or none
+        assert np.all(drawn % sizes == 0)
+        copies = drawn // sizes
+        assert copies.sum() == 7  # as many clusters drawn as there are
+        for cl in np.flatnonzero(copies):
+            rows, counts = np.unique(idx[ids[idx] == cl], return_counts=True)
+            assert rows.tolist() == np.flatnonzero(ids == cl).tolist()
+            assert set(counts.tolist()) == {copies[cl]}
+
+
+def test_cluster_bootstrap_is_wider_for_clustered_data():
+    rng = np.random.default_rng(1)
+    ids = np.repeat(np.arange(40), 10)
+    x = rng.normal(size=40)[ids] + 0.1 * rng.normal(size=ids.size)  # strongly clustered
+
+    def stat(i):
+        return float(x[i].mean())
+
+    iid = bootstrap_estimate(stat, x.size, reps=300, seed=0)
+    clu = bootstrap_estimate(stat, x.size, cluster_ids=ids, reps=300, seed=0)
+    assert (clu.hi - clu.lo) > 2 * (iid.hi - iid.lo)
+
+
+# ---------------------------------------------------------------- records
+
+GOOD = {
+    "step": 3, "uid": "abc_0_0", "reward": 1.0, "pattern": "erroneous", "weighting": "divergence",
+    "response_tokens": 26,
+    "tool": {"tool_calls": 1, "tool_errors": 1, "tool_timeouts": 0, "tool_format_errors": 0, "recovered": 0},
+    "steps": [{"k": 0, "tokens": 17, "d": 0.12, "w": 1.0, "w_applied": 1.0, "outcome": "error"},
+              {"k": 1, "tokens": 9, "d": 0.40, "w": 0.30, "w_applied": 0.30, "outcome": "none"}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda r: r.pop("steps"),
+        lambda r: r.update(pattern="weird"),
+        lambda r: r.update(reward="1"),
+        lambda r: r["steps"][0].update(outcome="boom"),
+        lambda r: r["steps"][1].pop("d"),
+        lambda r: r["steps"][1].update(k=1.5),
+        lambda r: r.update(tool=[1, 2]),
+    ],
+)
+def test_parse_rejects_malformed(mutate):
+    rec = json.loads(json.dumps(GOOD))
+    mutate(rec)
+    with pytest.raises(ValueError):
+        parse_trajectory(rec)
+
+
+def test_step_table_and_tool_fallback():
+    t = parse_trajectory(GOOD)
+    tab = step_table([t], right_threshold=1.0)
+    assert tab.prev_failed.tolist() == [False, True] and tab.right.tolist() == [True]
+    assert tool_counts(t) == (1, 1, 0, False)
+    no_tool = parse_trajectory({**GOOD, "tool": None})
+    assert tool_counts(no_tool) == (1, 1, 0, True)
+    assert step_table([t], right_threshold=1.5).right.tolist() == [False]
+
+
+def test_resolve_dirs_accepts_both_forms(tmp_path):
+    generate(tmp_path / "run", replace(SMALL, train_steps=1, batch=2))
+    assert resolve_dirs(tmp_path / "run") == (tmp_path / "run", tmp_path / "run" / "sod_steps")
+    assert resolve_dirs(tmp_path / "run" / "sod_steps")[1] == tmp_path / "run" / "sod_steps"
+    with pytest.raises(ReportError, match="does not exist"):
+        resolve_dirs(tmp_path / "nope")
+    with pytest.raises(ReportError, match="no sod_steps"):
+        resolve_dirs(tmp_path)
+    (tmp_path / "empty" / "sod_steps").mkdir(parents=True)
+    with pytest.raises(ReportError, match="no step_"):
+        load_records(tmp_path / "empty")
+
+
+# ---------------------------------------------------------------- CLI on synthetic runs
+
+
+def _report(tmp_path: Path, spec: SyntheticSpec, seed: int, *extra: str) -> tuple[Path, dict]:
+    run = generate(tmp_path / "run", spec, seed)
+    out = tmp_path / "out"
+    assert main([str(run), "--out", str(out), "--reps", "300", *extra]) == 0
+    return out, json.loads((out / "summary.json").read_text())
+
+
+def _excludes_zero(e: dict) -> bool:
+    return e["lo"] > 0 or e["hi"] < 0
+
+
+def _check_outputs(out: Path, extra: tuple[str, ...] = ()) -> None:
+    for name in (*FIGURES, *extra):
+        img = mpimg.imread(out / f"{name}.png")
+        h, w = img.shape[:2]
+        assert w >= 700 and h >= 400, (name, img.shape)
+        assert np.unique(img.reshape(-1, img.shape[-1]), axis=0).shape[0] > 20, name
+    md = (out / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert sorted(links) == sorted(f"{n}.png" for n in (*FIGURES, *extra))
+    assert all((out / link).is_file() for link in links)
+
+
+def test_planted_error_effect_is_recovered(tmp_path):
+    spec = replace(SMALL, error_effect=0.25, wrong_shift=0.0)
+    out, s = _report(tmp_path, spec, seed=7)
+    err = s["error_divergence"]
+    assert err["available"] and err["n_after_error"] > 30
+    assert err["diff"]["lo"] < 0.25 < err["diff"]["hi"] and _excludes_zero(err["diff"])
+    assert err["r"]["lo"] > 0.3
+    assert err["stratified"]["lo"] < 0.25 < err["stratified"]["hi"]
+    _check_outputs(out)
+    md = (out / "report.md").read_text()
+    assert "Steps after a tool error have mean d" in md and "the CI excludes 0" in md
+
+
+def test_planted_correctness_effect_is_recovered(tmp_path):
+    spec = replace(SMALL, error_effect=0.0, wrong_shift=0.2, p_right_after_error=0.85)
+    _, s = _report(tmp_path, spec, seed=8)
+    cor = s["correctness"]
+    assert cor["diff_max_d"]["hi"] < 0 and cor["r_max_d"]["hi"] < 0
+    assert not _excludes_zero(s["error_divergence"]["diff"])  # errors do not move d here
+
+
+def test_null_dataset_cis_include_zero(tmp_path):
+    out, s = _report(tmp_path, replace(NULL_SPEC, train_steps=6, batch=48), seed=11)
+    err, cor = s["error_divergence"], s["correctness"]
+    for e in (err["r"], err["diff"], err["stratified"], cor["r_max_d"], cor["diff_max_d"]):
+        assert not _excludes_zero(e), e
+    assert "the CI includes 0" in (out / "report.md").read_text()
+
+
+def test_no_error_dataset(tmp_path):
+    spec = replace(SMALL, p_error=0.0, p_timeout=0.0, train_steps=1, batch=12, with_tool=False)
+    out, s = _report(tmp_path, spec, seed=3)
+    assert s["error_divergence"]["available"] is False
+    md = (out / "report.md").read_text()
+    assert "no tool errors in the records, correlation undefined" in md
+    assert "Only 12 trajectories" in md
+    _check_outputs(out)
+
+
+def test_malformed_lines_are_reported_and_skipped(tmp_path, capsys):
+    run = generate(tmp_path / "run", replace(SMALL, train_steps=2, batch=10), seed=1)
+    f = run / "sod_steps" / "step_000002.jsonl"
+    lines = f.read_text().splitlines()
+    lines[3] = "{not json"
+    lines.insert(6, json.dumps({**GOOD, "pattern": "bogus"}))
+    f.write_text("\n".join(lines) + "\n")
+    assert main([str(run), "--reps", "50"]) == 0
+    cap = capsys.readouterr()
+    assert "skipped 2 malformed line(s)" in cap.out
+    assert f"{f}:4:" in cap.err and f"{f}:7:" in cap.err
+    s = json.loads((run / "report" / "summary.json").read_text())
+    assert s["skipped_lines"] == 2 and s["counts"]["trajectories"] == 19
+
+
+def test_bad_inputs_exit_2(tmp_path, capsys):
+    assert main([str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "run" / "sod_steps").mkdir(parents=True)
+    assert main([str(tmp_path / "run")]) == 2
+    assert "no step_*.jsonl" in capsys.readouterr().err
+    (tmp_path / "run" / "sod_steps" / "step_000001.jsonl").write_text("garbage\n[]\n")
+    assert main([str(tmp_path / "run")]) == 2
+    assert "no valid records" in capsys.readouterr().err
+
+
+def test_subprocess_with_metrics_and_ablation(tmp_path):
+    run = generate(tmp_path / "run", replace(SMALL, train_steps=3, batch=16), seed=2)
+    for f in (run / "sod_steps").glob("*.jsonl"):
+        recs = [json.loads(x) for x in f.read_text().splitlines()]
+        for r in recs:
+            r["weighting"] = "uniform"
+            for st in r["steps"]:
+                st["w_applied"] = 1.0
+        f.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    metrics = [{"step": s, "data": {"actor/agent/tool_failure_rate": 0.1 * s}} for s in (1, 2, 3)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    proc = subprocess.run(
+        [sys.executable, "-m", "verl_sod.report", str(run / "sod_steps"), "--reps", "50", "--title", "T1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = run / "report"
+    _check_outputs(out, extra=("metrics",))
+    s = json.loads((out / "summary.json").read_text())
+    assert s["weights"]["w_applied_differs"] and s["weights"]["attenuated_frac_applied"] == 0.0
+    assert s["weightings"] == ["uniform"]
+    assert (out / "report.md").read_text().startswith("# T1")
+    missing = subprocess.run(
+        [sys.executable, "-m", "verl_sod.report", str(tmp_path / "nope")], capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "error: run directory does not exist" in missing.stderr
