@@ -1,12 +1,13 @@
-"""Local sandbox vs a plain ``subprocess.run([python, '-c', code])``, measured side by side.
+"""Plain subprocess vs the local sandbox, cold and warm, measured side by side.
 
 Run as root with bubblewrap installed: ``.venv/bin/python benchmarks/bench_sandbox.py``. For each
-program the plain call and the sandboxed call alternate, so load from other jobs hits both alike.
-Rows: plain subprocess; the same bubblewrap argv the sandbox uses, started with ``subprocess.run``
-(the price of the isolation alone, work directory set-up excluded); the full ``await Sandbox.run``
-(slot, work dir, sweep, output caps; the background removal of the work directory is waited for
-between samples, outside the timing, and is included in the throughput test). Then throughput
-with 2 concurrent callers, and what a warm interpreter could save.
+program the runners alternate (order rotated each round), so load from other jobs hits all alike:
+``plain`` is ``subprocess.run([python, '-c', code])``; ``bwrap argv`` the sandbox's own
+prlimit/setpriv/bwrap argv started with ``subprocess.run`` (the price of the isolation alone);
+``cold`` the full ``await Sandbox.run`` with a fresh interpreter per run (slot, work dir, output
+caps; the background removal of the work directory is waited for between samples, outside the
+timing); ``warm`` the same through the warm pool (``warm=True``, numpy pre-imported, own uids).
+Then throughput of ``print(1)`` with concurrent callers, and the verdict per sandbox mode.
 Target: sandbox p50 within 1.5x of the plain subprocess.
 """
 
@@ -64,20 +65,22 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def latency_rows(sb: Sandbox, loop: asyncio.AbstractEventLoop, repeats: int) -> list[tuple]:
-    cfg = sb.config
+def latency_rows(sbs: dict[str, Sandbox], loop: asyncio.AbstractEventLoop, repeats: int) -> list[tuple]:
+    cfg = sbs["cold"].config
     rows = []
     for name, code in PROGRAMS.items():
         n = max(5, repeats // 2) if name == "numpy" else repeats
-        samples: dict[str, list[float]] = {"plain": [], "bwrap argv": [], "Sandbox.run": []}
         runners: dict[str, Callable[[], float]] = {
             "plain": lambda code=code: timed(lambda: plain(cfg.python, code)),
             "bwrap argv": lambda code=code: raw_bwrap(cfg, code),
-            "Sandbox.run": lambda code=code: loop.run_until_complete(_timed_run(sb, code)),
         }
+        for kind, sb in sbs.items():
+            runners[kind] = lambda code=code, sb=sb: loop.run_until_complete(_timed_run(sb, code))
+        samples: dict[str, list[float]] = {kind: [] for kind in runners}
         order = list(runners)
-        for i in range(n):  # interleaved, order rotated: all three see the same load and neighbours
-            for kind in order[i % 3 :] + order[: i % 3]:
+        for i in range(n):  # interleaved, order rotated: all runners see the same load and neighbours
+            shift = i % len(order)
+            for kind in order[shift:] + order[:shift]:
                 samples[kind].append(runners[kind]())
                 wait_for_cleanup()  # directory removal runs after the result: keep it out of samples
         base = statistics.median(samples["plain"])
@@ -95,80 +98,34 @@ async def _timed_run(sb: Sandbox, code: str) -> float:
     return time.perf_counter() - start
 
 
-def throughput(
-    sb: Sandbox, loop: asyncio.AbstractEventLoop, calls: int, workers: int, rounds: int = 6
-) -> tuple[float, float]:
-    """Calls per second with ``workers`` concurrent callers; batches alternate between the two."""
-    code = PROGRAMS["hello"]
-    per_round = max(workers, calls // rounds)
-    spent = {"plain": 0.0, "sandbox": 0.0}
+async def _warm_up(sb: Sandbox, n: int) -> None:
+    await asyncio.gather(*(sb.run("pass") for _ in range(n)))
 
-    async def many() -> None:
+
+def throughput(
+    sbs: dict[str, Sandbox], loop: asyncio.AbstractEventLoop, calls: int, workers: int, rounds: int = 6
+) -> dict[str, float]:
+    """Calls per second of print(1) with ``workers`` concurrent callers; runners alternate per batch."""
+    code = PROGRAMS["hello"]
+    python = sbs["cold"].config.python
+    per_round = max(workers, calls // rounds)
+    spent = {"plain": 0.0, **{kind: 0.0 for kind in sbs}}
+
+    async def many(sb: Sandbox) -> None:
         results = await asyncio.gather(*(sb.run(code) for _ in range(per_round)))
         assert all(r.status == "ok" for r in results)
 
     with ThreadPoolExecutor(workers) as pool:
         for _ in range(rounds):
             start = time.perf_counter()
-            list(pool.map(lambda _: plain(sb.config.python, code), range(per_round)))
+            list(pool.map(lambda _: plain(python, code), range(per_round)))
             spent["plain"] += time.perf_counter() - start
-            start = time.perf_counter()
-            loop.run_until_complete(many())
-            spent["sandbox"] += time.perf_counter() - start
+            for kind, sb in sbs.items():
+                start = time.perf_counter()
+                loop.run_until_complete(many(sb))
+                spent[kind] += time.perf_counter() - start
     total = per_round * rounds
-    return total / spent["plain"], total / spent["sandbox"]
-
-
-def import_cost(python: str, repeats: int = 5) -> float:
-    code = "import time; t = time.perf_counter(); import numpy; print(time.perf_counter() - t)"
-    outs = [
-        float(subprocess.run([python, "-c", code], capture_output=True, text=True).stdout)
-        for _ in range(repeats)
-    ]
-    return statistics.median(outs)
-
-
-ZYGOTE = """
-import io, os, statistics, sys, time
-import numpy
-code = compile("import numpy as np\\nprint(int(np.arange(1000).sum()))", "main.py", "exec")
-took = []
-for _ in range(30):
-    start = time.perf_counter()
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        sys.stdout = io.TextIOWrapper(os.fdopen(w, "wb"))
-        exec(code, {"__name__": "__main__"})
-        sys.stdout.flush()
-        os._exit(0)
-    os.close(w)
-    while os.read(r, 4096):
-        pass
-    os.close(r)
-    os.waitpid(pid, 0)
-    took.append(time.perf_counter() - start)
-print(statistics.median(took))
-"""
-
-
-def report_warm_pool(rows: list[tuple], python: str) -> None:
-    """What a warm interpreter (numpy already imported, one fork per call) would cost instead."""
-    hello = {kind: p50 for name, kind, _, p50, _, _ in rows if name == "hello"}
-    numpy_ms = {kind: p50 for name, kind, _, p50, _, _ in rows if name == "numpy"}
-    imp = import_cost(python) * 1e3
-    fork_ms = float(subprocess.run([python, "-c", ZYGOTE], capture_output=True, text=True).stdout) * 1e3
-    full, start_up = numpy_ms["Sandbox.run"], hello["Sandbox.run"]
-    print(f"\nnumpy import inside the interpreter: {imp:.0f} ms (median of 5)")
-    print(
-        f"sandboxed numpy call p50 {full:.0f} ms = start-up (hello) {start_up:.0f} ms + numpy import "
-        f"~{imp:.0f} ms + rest"
-    )
-    print(
-        f"warm interpreter (numpy imported, fork per call, no sandbox around it): {fork_ms:.1f} ms p50 "
-        f"per call -> ~{full / fork_ms:.0f}x less latency for numpy calls"
-    )
+    return {kind: total / seconds for kind, seconds in spent.items()}
 
 
 def has_numpy(python: str) -> bool:
@@ -184,32 +141,34 @@ def main() -> int:
     work_root = tempfile.mkdtemp(prefix="verl_sod_bench-", dir="/tmp")
     os.chmod(work_root, 0o755)
     cfg = SandboxConfig(num_slots=args.workers, work_root=os.path.join(work_root, "root"), timeout_s=30)
-    sb = Sandbox(cfg)
-    loop = asyncio.new_event_loop()
-    if not has_numpy(cfg.python):
+    numpy = has_numpy(cfg.python)
+    if not numpy:
         print(f"no numpy for {cfg.python}: skipping the numpy row (apt-get install -y python3-numpy)")
         del PROGRAMS["numpy"]
+    # the warm pool gets uids of its own: a cold run's first-use sweep would kill its idle zygotes
+    warm_cfg = cfg.replace(warm=True, warm_imports=("numpy",) if numpy else (), base_uid=cfg.base_uid + 64)
+    sbs = {"cold": Sandbox(cfg), "warm": Sandbox(warm_cfg)}
+    loop = asyncio.new_event_loop()
     try:
-        print(
-            f"isolation: {sb.isolation}; python {cfg.python}; cpus {os.cpu_count()}; load {os.getloadavg()}"
-        )
-        loop.run_until_complete(sb.run("pass"))  # warm caches
+        print(f"isolation: {sbs['cold'].isolation}; python {cfg.python}; cpus {os.cpu_count()}")
+        print(f"load average at the start: {os.getloadavg()}")
+        for sb in sbs.values():  # warm up: caches, and one zygote per slot
+            loop.run_until_complete(_warm_up(sb, args.workers))
         print(f"\n{'program':9s} {'runner':12s} {'n':>4s} {'p50 ms':>8s} {'p95 ms':>8s} {'p50/plain':>10s}")
-        rows = latency_rows(sb, loop, args.repeats)
+        rows = latency_rows(sbs, loop, args.repeats)
         for name, kind, n, p50, p95, ratio in rows:
             print(f"{name:9s} {kind:12s} {n:4d} {p50:8.1f} {p95:8.1f} {ratio:9.2f}x")
-        plain_rate, sb_rate = throughput(sb, loop, args.calls, args.workers)
-        print(f"\nthroughput, hello, {args.workers} concurrent, {args.calls} calls:")
-        print(
-            f"  plain {plain_rate:6.1f}/s   Sandbox.run {sb_rate:6.1f}/s   ratio {plain_rate / sb_rate:.2f}x"
-        )
-        if "numpy" in {row[0] for row in rows}:
-            report_warm_pool(rows, cfg.python)
-        worst = max(ratio for name, kind, *_, ratio in rows if kind == "Sandbox.run")
+        rates = throughput(sbs, loop, args.calls, args.workers)
+        print(f"\nthroughput, print(1), {args.workers} concurrent callers, {args.calls} calls per runner:")
+        print("  " + "   ".join(f"{kind} {rate:6.1f}/s" for kind, rate in rates.items()))
         print(f"load average at the end: {os.getloadavg()}")
-        print(f"\ntarget p50 <= 1.5x plain: {'MET' if worst <= 1.5 else 'NOT MET'} (worst {worst:.2f}x)")
+        for kind in sbs:
+            worst = max(ratio for _, runner, *_, ratio in rows if runner == kind)
+            verdict = "MET" if worst <= 1.5 else "NOT MET"
+            print(f"target p50 <= 1.5x plain, {kind} sandbox: {verdict} (worst {worst:.2f}x)")
     finally:
-        sb.close()
+        for sb in sbs.values():
+            sb.close()
         loop.close()
         shutil.rmtree(work_root, ignore_errors=True)
     return 0

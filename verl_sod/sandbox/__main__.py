@@ -1,7 +1,8 @@
 """Command line: ``python -m verl_sod.sandbox run FILE`` and ``python -m verl_sod.sandbox doctor``.
 
 ``run`` prints exactly one JSON line ``{"status", "stdout", "stderr", "exit_code", "duration_s"}``
-(warnings go to stderr); its exit status is 0 unless the sandbox itself could not be set up.
+(warnings go to stderr; ``--warm`` runs it through the warm pool); its exit status is 0 unless the
+sandbox itself could not be set up.
 ``doctor`` lists every isolation level with whether it works here, and exits 1 when the strongest
 working level is ``unsafe`` or nothing works.
 """
@@ -34,6 +35,9 @@ def _run(args: argparse.Namespace) -> int:
         changes["isolation"] = args.isolation
     if args.url is not None:
         changes["fusion_url"] = args.url
+    if args.warm:
+        changes["warm"] = True
+        changes["warm_imports"] = tuple(args.warm_import)
     try:
         cfg = SandboxConfig(num_slots=1, allow_unsafe=args.allow_unsafe, **changes)  # type: ignore[arg-type]
         with Sandbox(cfg) as sandbox:
@@ -79,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--isolation", default=None, choices=["auto", *ISOLATION_LEVELS])
     run.add_argument("--url", default=None, help="SandboxFusion base URL (else $VERL_SOD_SANDBOX_FUSION_URL)")
     run.add_argument("--stdin", action="store_true", help="pass this process's stdin to the program")
+    run.add_argument("--warm", action="store_true", help="run through a warm interpreter (zygote)")
+    run.add_argument("--warm-import", action="append", default=[], help="module the zygote pre-imports")
     run.add_argument("--allow-unsafe", action="store_true", help="permit running with no isolation")
     sub.add_parser("doctor", help="show which isolation levels work here")
     args = parser.parse_args(argv)

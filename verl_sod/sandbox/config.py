@@ -52,6 +52,14 @@ class SandboxConfig:
     - ``bwrap_path``: bubblewrap binary.
     - ``extra_ro_binds``: extra host paths made visible read-only inside bubblewrap.
     - ``keep_workdirs``: leave work directories behind after a run (debugging only).
+    - ``warm``: serve local runs from a warm interpreter pool: per slot one long-lived "zygote"
+      started through the same isolation chain (bwrap levels only; other levels run cold with a
+      warning), which forks once per run; see ``docs/sandbox.md``. ``False``: a fresh interpreter
+      per run.
+    - ``warm_imports``: modules each zygote imports once before its first run (e.g.
+      ``("numpy",)``); a failing import makes every warm run a ``sandbox_error``.
+    - ``warm_max_runs``: a zygote is replaced after this many runs (and after any time-out, kill,
+      left-over process, file or IPC object, and whenever it dies).
     - ``fusion_url``: SandboxFusion base URL; ``None`` reads ``$VERL_SOD_SANDBOX_FUSION_URL``.
     - ``fusion_max_concurrent``: in-flight HTTP requests to SandboxFusion.
     - ``fusion_retries``: extra attempts after an HTTP 5xx or connection error.
@@ -78,6 +86,9 @@ class SandboxConfig:
     bwrap_path: str = "bwrap"
     extra_ro_binds: tuple[str, ...] = field(default_factory=tuple)
     keep_workdirs: bool = False
+    warm: bool = False
+    warm_imports: tuple[str, ...] = field(default_factory=tuple)
+    warm_max_runs: int = 1000
     fusion_url: str | None = None
     fusion_max_concurrent: int = 8
     fusion_retries: int = 3
@@ -114,6 +125,15 @@ class SandboxConfig:
             if not os.path.isabs(path):
                 raise ValueError(f"SandboxConfig.extra_ro_binds entry {path!r} must be an absolute path")
         object.__setattr__(self, "extra_ro_binds", tuple(self.extra_ro_binds))
+        _check_range("warm_max_runs", self.warm_max_runs, 1, 1_000_000)
+        if isinstance(self.warm_imports, str):
+            raise ValueError(
+                f"SandboxConfig.warm_imports={self.warm_imports!r} must be a list of module names"
+            )
+        for name in self.warm_imports:
+            if not (isinstance(name, str) and name and all(p.isidentifier() for p in name.split("."))):
+                raise ValueError(f"SandboxConfig.warm_imports entry {name!r} is not a module name")
+        object.__setattr__(self, "warm_imports", tuple(self.warm_imports))
 
     def resolved_fusion_url(self) -> str:
         """The SandboxFusion base URL from the config or the environment; raises if neither is set."""

@@ -76,7 +76,10 @@ def _python_binds(python: str) -> list[str]:
     return [os.path.dirname(os.path.dirname(real))]
 
 
-def _bwrap_argv(cfg: SandboxConfig, work: str, tmp: str, main_inside: str) -> list[str]:
+def _bwrap_argv(
+    cfg: SandboxConfig, work: str, tmp: str, main_inside: str, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """bubblewrap's argv; ``extra`` (more bwrap options) goes just before ``--chdir``."""
     argv = [cfg.bwrap_path, "--die-with-parent", "--new-session", "--unshare-user", "--unshare-net"]
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     argv += ["--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
@@ -92,7 +95,7 @@ def _bwrap_argv(cfg: SandboxConfig, work: str, tmp: str, main_inside: str) -> li
         argv += ["--ro-bind", path, path]
     argv += ["--proc", "/proc", "--dev", "/dev", "--bind", work, SANDBOX_WORK, "--bind", tmp, SANDBOX_TMP]
     argv += ["--bind", os.path.join(os.path.dirname(work), "shm"), "/dev/shm"]  # on disk, not in RAM
-    argv += ["--chdir", SANDBOX_WORK, "--remount-ro", "/", "--"]
+    argv += [*extra, "--chdir", SANDBOX_WORK, "--remount-ro", "/", "--"]
     return [*argv, cfg.python, "-I", "-B", "-u", main_inside]
 
 
@@ -144,6 +147,29 @@ def build_launch(level: str, cfg: SandboxConfig, slot: int, run_dir: str, timeou
     if level == "unsafe":
         return Launch(level, [*limits, *py, main], None, False, work, work, tmp)
     raise ValueError(f"unknown isolation level {level!r}")
+
+
+ZYGOTE_INSIDE = "/.verl_sod_zygote.py"
+#: RLIMIT_CPU of a warm-pool zygote itself (each run lowers its own to the run's limit).
+ZYGOTE_CPU_S = 7 * 86400.0
+
+
+def build_zygote_launch(level: str, cfg: SandboxConfig, slot: int, run_dir: str, source: str) -> Launch:
+    """The chain of :func:`build_launch` at a bwrap level, running the warm-pool zygote ``source``.
+
+    The zygote (a host file, bound read-only at :data:`ZYGOTE_INSIDE`) runs as the namespace's
+    pid 1 (``--as-pid-1``): programs it forks cannot signal it, and its death ends the namespace.
+    """
+    if level not in ("bwrap", "bwrap-same-uid"):
+        raise ValueError(f"the warm pool needs a bwrap isolation level, not {level!r}")
+    work, tmp = os.path.join(run_dir, "work"), os.path.join(run_dir, "tmp")
+    extra = ("--as-pid-1", "--ro-bind", source, ZYGOTE_INSIDE)
+    inner = _bwrap_argv(cfg, work, tmp, ZYGOTE_INSIDE, extra)
+    limits = prlimit_prefix(cfg, level, ZYGOTE_CPU_S)
+    if level == "bwrap":
+        uid = cfg.base_uid + slot
+        return Launch(level, [*limits, *_setpriv(uid), *inner], uid, True, work, SANDBOX_WORK, SANDBOX_TMP)
+    return Launch(level, [*limits, *inner], None, True, work, SANDBOX_WORK, SANDBOX_TMP)
 
 
 def sandbox_env(launch: Launch) -> dict[str, str]:

@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import warnings
 import weakref
 from collections.abc import AsyncIterator
 
@@ -27,6 +28,7 @@ from verl_sod.sandbox.child import ChildOutcome, kill_group, run_child
 from verl_sod.sandbox.config import SandboxConfig
 from verl_sod.sandbox.procs import kill_uid
 from verl_sod.sandbox.result import SandboxResult
+from verl_sod.sandbox.warm import WarmPool, ZygoteError
 
 WATCH_INTERVAL_S = 0.25
 
@@ -167,8 +169,20 @@ class LocalBackend:
         self.level = isolation.select_level(cfg)
         self._pool = _SlotPool(cfg)
         self._swept: set[int] = set()  # slots checked for leftovers since this backend started
+        self._warm = self._warm_pool()
+
+    def _warm_pool(self) -> WarmPool | None:
+        if not self.cfg.warm:
+            return None
+        if self.level in ("bwrap", "bwrap-same-uid"):
+            return WarmPool(self.cfg, self.level)
+        msg = f"verl_sod sandbox: warm=True needs a bwrap isolation level; running cold at {self.level!r}"
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+        return None
 
     def close(self) -> None:
+        if self._warm is not None:
+            self._warm.close()
         self._pool.close()
         wait_for_cleanup()
 
@@ -183,6 +197,12 @@ class LocalBackend:
         return self.cfg.base_uid + slot if isolation.uses_slot_uid(self.level) else None
 
     async def _run_in_slot(self, slot: int, code: str, stdin: str | None, timeout: float) -> SandboxResult:
+        if self._warm is not None:
+            try:
+                outcome = await self._warm.run(slot, code, stdin, timeout)
+            except (ZygoteError, OSError) as exc:
+                return SandboxResult("sandbox_error", "", f"sandbox zygote failed: {exc}", None, 0.0)
+            return self._result(self.level, outcome)
         uid = self._slot_uid(slot)
         if uid is not None and slot not in self._swept:
             await asyncio.to_thread(kill_uid, uid)  # leftovers of an earlier owner that crashed
@@ -254,9 +274,9 @@ class LocalBackend:
         except (OSError, subprocess.SubprocessError) as exc:
             return SandboxResult("sandbox_error", "", f"sandbox failed to start: {exc}", None, 0.0), False
         settled = launch.pid_namespace and not outcome.killed and outcome.returncode is not None
-        return self._result(launch, outcome), settled
+        return self._result(launch.level, outcome), settled
 
-    def _result(self, launch: isolation.Launch, outcome: ChildOutcome) -> SandboxResult:
+    def _result(self, level: str, outcome: ChildOutcome) -> SandboxResult:
         killed, duration, rc = outcome.killed, outcome.duration_s, outcome.returncode
         out, err = outcome.stdout, outcome.stderr
         stdout = out.text(dropped_is_lower_bound=killed == "output")
@@ -273,8 +293,8 @@ class LocalBackend:
         if killed == "output":
             note = f"[sandbox: output passed {self.cfg.kill_output_bytes} bytes; killed]"
             return SandboxResult("error", stdout, _append(stderr, note), None, duration)
-        code = _normalise_exit(launch.level, rc if rc is not None else -1)
-        if code == 1 and launch.level.startswith("bwrap") and stderr.startswith("bwrap: "):
+        code = _normalise_exit(level, rc if rc is not None else -1)
+        if code == 1 and level.startswith("bwrap") and stderr.startswith("bwrap: "):
             return SandboxResult("sandbox_error", stdout, stderr, None, duration)
         if code == -signal.SIGXCPU:
             note = "[sandbox: CPU-time limit reached; killed]"
