@@ -13,7 +13,7 @@ from verl_sod.data.sources import CONVERTERS, Options
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m verl_sod.data", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    prep = sub.add_parser("prepare", help="convert a benchmark or training file to verl RL parquet")
+    prep = sub.add_parser("prepare", help="convert a benchmark, training or SFT chat file to verl parquet")
     prep.add_argument("name", choices=sorted(CONVERTERS))
     prep.add_argument("--input", required=True, type=Path, help=".parquet, .jsonl or .json file")
     prep.add_argument("--output", required=True, type=Path, help="directory; writes NAME.parquet")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
-from verl_sod.data.sources import CONVERTERS, Converter, Options
+from verl_sod.data.sources import CONVERTERS, SCHEMAS, Converter, Options
 from verl_sod.data.tables import ParquetSink, RowOrError, count_rows, iter_rows
 
 
@@ -58,7 +58,7 @@ def prepare(
     opts = options or Options()
     opts = replace(opts, split=opts.split or default_split)
     output_dir.mkdir(parents=True, exist_ok=True)
-    sink = ParquetSink(output_dir / f"{name}.parquet")
+    sink = ParquetSink(output_dir / f"{name}.parquet", schema_for=SCHEMAS.get(name))
     report, total = Report(), count_rows(input_path)
     tag = f"[prepare {name}]"
     print(f"{tag} reading {input_path} ({total if total is not None else '?'} rows)", file=out)
@@ -92,6 +92,8 @@ def _convert_into(
         if isinstance(raw, Exception):
             raise raw
         row = convert(index, raw, opts)
+        if row is not None:
+            sink.check(row)
     except (ValueError, KeyError, TypeError) as exc:
         reason = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
         report.bad[_reason_key(reason)] += 1

@@ -10,31 +10,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from verl_sod.data import lcb
+from verl_sod.data.base import BadRowError, Options
 from verl_sod.data.prompts import chat_prompt
+from verl_sod.data.sft import row_schema, sft_cold_start
 from verl_sod.rewards import gpqa
 from verl_sod.rewards.code import parse_tests
 from verl_sod.rewards.router import route_for
 
 AGENT_NAME = "sod_tool_agent"
 TOOL_NAME = "code_interpreter"
-
-
-class BadRowError(ValueError):
-    """A row that cannot be converted; the message says why."""
-
-
-@dataclass(frozen=True)
-class Options:
-    """Per-run settings the converters read."""
-
-    split: str | None = None  # None: the dataset's default (train or test)
-    data_source: str | None = None
-    date_from: str | None = None
-    date_to: str | None = None
 
 
 def verl_row(
@@ -243,4 +232,8 @@ CONVERTERS: dict[str, tuple[Converter, str]] = {
     "aime2025": (aime2025, "test"),
     "gpqa-diamond": (gpqa_diamond, "test"),
     "livecodebench": (livecodebench, "test"),
+    "sft-cold-start": (sft_cold_start, "train"),
 }
+# Datasets whose rows must share one explicit parquet schema, built from the first row written; a
+# later row that does not fit it is a bad row (instead of pyarrow silently dropping its extra keys).
+SCHEMAS: dict[str, Callable[[dict[str, Any]], pa.Schema]] = {"sft-cold-start": row_schema}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +60,37 @@ def _json_object(line: str) -> RowOrError:
 class ParquetSink:
     """Writes rows in chunks to ``path`` via a temporary file renamed on :meth:`close`."""
 
-    def __init__(self, path: Path, chunk_rows: int = 256) -> None:
+    def __init__(
+        self,
+        path: Path,
+        chunk_rows: int = 256,
+        schema_for: Callable[[dict[str, Any]], pa.Schema] | None = None,
+    ) -> None:
         self.path = path
         self.tmp = path.with_name(path.name + ".tmp")
         self.chunk_rows = chunk_rows
         self.rows_written = 0
+        self.schema_for = schema_for
+        self.schema: pa.Schema | None = None
         self._pending: list[dict[str, Any]] = []
         self._writer: pq.ParquetWriter | None = None
+
+    def check(self, row: dict[str, Any]) -> None:
+        """With ``schema_for``: raise ValueError unless ``row`` round-trips through the schema that
+        ``schema_for`` built from the first checked row (no key dropped, added or retyped)."""
+        if self.schema_for is None:
+            return
+        if self.schema is None:
+            self.schema = self.schema_for(row)
+        try:
+            back = pa.Table.from_pylist([row], schema=self.schema).to_pylist()[0]
+        except (pa.ArrowException, ValueError, TypeError) as exc:
+            raise ValueError(f"row does not fit the parquet schema of the first row: {exc}") from None
+        if back != row:
+            raise ValueError(
+                "row does not fit the parquet schema of the first row (different keys, e.g. in 'tools'; "
+                "one parquet column has one type)"
+            )
 
     def add(self, row: dict[str, Any]) -> None:
         self._pending.append(row)
@@ -77,7 +101,7 @@ class ParquetSink:
         if not self._pending:
             return
         if self._writer is None:
-            table = pa.Table.from_pylist(self._pending)
+            table = pa.Table.from_pylist(self._pending, schema=self.schema)
             self._writer = pq.ParquetWriter(self.tmp, table.schema)
         else:
             table = pa.Table.from_pylist(self._pending, schema=self._writer.schema)
