@@ -9,8 +9,8 @@ from typing import Any
 SMALL_N = 30  # below this many observations a group gets an explicit caveat
 
 CAPTIONS = {
-    "divergence_by_k": "Mean step divergence d_k per step index k (95% t-CI band) for trajectories that end "
-    "right vs wrong (left) and for steps k >= 1 that follow a failed tool call vs not (right).",
+    "divergence_by_k": "Mean step divergence d_k per step index k (95% t-CI bars) for trajectories that "
+    "end right vs wrong (left) and for steps k >= 1 that follow a failed tool call vs not (right).",
     "weights": "Histogram of the SOD step weights w (and of the weights the configured weighting applied, "
     "if different), with the share of attenuated steps.",
     "patterns": "Share of stable / erroneous / recovery trajectories (empty ones left out) per "
