@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import os
 import subprocess
@@ -47,6 +48,38 @@ def test_verl_still_builds_the_backend_string_the_patch_exists_for():
     import verl.workers.engine_workers as engine_workers
 
     assert "initialize_global_process_group_ray(timeout_second=None)" in inspect.getsource(engine_workers)
+
+
+def test_verl_still_hard_codes_the_backend_of_its_torchrun_process_group():
+    """The second patch replaces this function (no backend argument to pass); fail if verl changes it."""
+    from verl.utils import distributed
+
+    source = inspect.getsource(distributed.initialize_global_process_group)
+    assert 'backend = f"cpu:gloo,{get_device_name()}:{get_nccl_backend()}"' in source
+    assert "return local_rank, rank, world_size" in source
+    sft_source = inspect.getsource(importlib.import_module("verl.trainer.sft_trainer"))
+    assert "from verl.utils.distributed import initialize_global_process_group" in sft_source
+
+
+TORCHRUN_PG_PROBE = """
+import torch.distributed as dist
+import verl
+import verl.utils.distributed as distributed
+from verl_sod.cpu.verl_patches import PATCHED_MARK
+assert getattr(distributed.initialize_global_process_group, PATCHED_MARK, False)
+assert distributed.initialize_global_process_group(timeout_second=60) == (0, 0, 1)
+assert dist.get_backend() == "gloo", dist.get_backend()
+print("PG-OK")
+"""
+
+
+def test_patched_torchrun_process_group_initialises_with_gloo_on_cpu():
+    env = {**os.environ, "VERL_PLATFORM": "cpu", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29534")
+    proc = subprocess.run(
+        [sys.executable, "-c", TORCHRUN_PG_PROBE], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert "PG-OK" in proc.stdout, proc.stderr[-3000:]
 
 
 PG_PROBE = """

@@ -83,6 +83,16 @@ def test_recipe_composes(path):
     assert missing == set(), f"{path}: launch command leaves ??? values unset: {missing}"
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
+    if path.parent.name == "platform":  # recipes/sft/platform/{gpu,cpu}.yaml: the SFT recipe's variants
+        assert algo == "sft" and entry == SFT_ENTRY
+        assert f"platform@_global_={path.stem}" in overrides
+        if path.stem == "cpu":
+            assert cfg.trainer.device == "cpu" and cfg.trainer.n_gpus_per_node == 1
+            assert cfg.engine.dtype == "float32" and cfg.model.override_config.attn_implementation == "eager"
+        else:
+            assert cfg.trainer.n_gpus_per_node == 8 and cfg.engine.dtype == "bfloat16"
+        return
+
     expected_student = "Qwen/Qwen3-1.7B" if "qwen3-1.7b" in path.name else "Qwen/Qwen3-0.6B"
     assert _student(path, cfg) == expected_student
     if path.parent.name == "student":
