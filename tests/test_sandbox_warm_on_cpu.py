@@ -1,6 +1,7 @@
-"""Warm interpreter pool (``SandboxConfig(warm=True)``): the hostile suite of the local tests run
-through the zygote, plus the zygote's own threats (state leaking between runs, a program killing,
-stopping or ptracing its zygote, the zygote dying mid-run, recycling, shutdown).
+"""Warm interpreter pool (``SandboxConfig(warm=True)``): the hostile suite shared with the local
+tests (``sandbox_hostile.py``) run through the zygote, plus the zygote's own threats (state leaking
+between runs, a program killing, stopping or ptracing its zygote, the zygote dying mid-run,
+recycling, shutdown).
 
 Needs root and bubblewrap, like ``test_sandbox_local_on_cpu.py``. Every test ends by asserting
 that no process of any slot uid is alive on the host except the live zygote chains of open
@@ -12,19 +13,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
+import sandbox_hostile as hostile
 
 from verl_sod.sandbox import Sandbox, SandboxConfig
 from verl_sod.sandbox.procs import processes_of_uid
@@ -52,22 +51,13 @@ HAS_NUMPY = _has_numpy()
 
 @pytest.fixture(scope="module")
 def scratch() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="verl_sod_sbwarm-", dir="/tmp")
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    yield from hostile.scratch_dir("verl_sod_sbwarm-")
 
 
 def _config(scratch: str, **changes: object) -> SandboxConfig:
-    defaults: dict[str, object] = {
-        "num_slots": 1,
-        "base_uid": OWN_UID,
-        "work_root": os.path.join(scratch, f"root-{uuid.uuid4().hex[:8]}"),
-        "warm": True,
-        "warm_imports": ("numpy",) if HAS_NUMPY else (),
-    }
-    defaults.update(changes)
-    return SandboxConfig(**defaults)  # type: ignore[arg-type]
+    warm_imports = ("numpy",) if HAS_NUMPY else ()
+    settings = {"num_slots": 1, "base_uid": OWN_UID, "warm": True, "warm_imports": warm_imports, **changes}
+    return hostile.make_config(scratch, **settings)
 
 
 class _Open:
@@ -107,34 +97,23 @@ def _ppid(pid: int) -> int:
 
 def _leftovers(settle_s: float = 1.0) -> dict[int, list[int]]:
     """Live slot-uid processes other than the zygote chains (outer bwrap -> zygote) of _OPEN."""
-    deadline = time.monotonic() + settle_s
-    while True:
+
+    def find() -> dict[int, list[int]]:
         roots = {pid for sb in _OPEN for pid in _zygotes(sb).values()}
         found: dict[int, list[int]] = {}
         for uid in SLOT_UIDS:
             for pid in processes_of_uid(uid, include_zombies=False):
                 if pid not in roots and _ppid(pid) not in roots:
                     found.setdefault(uid, []).append(pid)
-        if not found or time.monotonic() > deadline:
-            return found
-        time.sleep(0.01)
+        return found
+
+    return hostile.settled(find, settle_s)
 
 
 @pytest.fixture(autouse=True)
 def no_leftovers() -> Iterator[None]:
     yield
     assert _leftovers() == {}, "a sandboxed process outlived its run"
-
-
-@pytest.fixture
-def host_dir(scratch: str) -> Iterator[str]:
-    path = os.path.join(scratch, f"host-{uuid.uuid4().hex[:8]}")
-    os.mkdir(path)
-    os.chmod(path, 0o777)
-    with open(os.path.join(path, "secret.txt"), "w") as fh:
-        fh.write("HOST-SECRET-42")
-    os.chmod(os.path.join(path, "secret.txt"), 0o644)
-    return path
 
 
 # ---------------------------------------------------------------- normal programs
@@ -171,16 +150,6 @@ def test_results_match_a_cold_interpreter(sandbox: Sandbox) -> None:
     )
 
 
-def test_stdin_round_trip(sandbox: Sandbox) -> None:
-    r = sandbox.run_sync(
-        "import sys\ndata = sys.stdin.read()\nprint(len(data), data[:5][::-1])", stdin="hello" * 200_000
-    )
-    assert (r.status, r.stdout) == ("ok", "1000000 olleh\n")
-    assert sandbox.run_sync("print('ignores stdin')", stdin="x" * 5_000_000).status == "ok"
-    r = sandbox.run_sync("import sys\nprint(repr(sys.stdin.read()))")
-    assert (r.status, r.stdout) == ("ok", "''\n")
-
-
 def test_environment_and_descriptors(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VERL_SOD_HOST_SECRET", "hunter2")
     code = "import os, sys\nprint(sorted(os.environ), sys.flags.isolated)\n"
@@ -200,181 +169,16 @@ def test_numpy_is_preloaded(sandbox: Sandbox) -> None:
     assert (r.status, r.stdout) == ("ok", "True\n6\n")
 
 
-def test_twenty_concurrent_runs(sandbox: Sandbox) -> None:
-    code = "import os, sys\nn = int(sys.stdin.read())\nprint(n * n, os.getuid())"
-
-    async def main() -> list:
-        return await asyncio.gather(*(sandbox.run(code, stdin=str(i)) for i in range(20)))
-
-    results = asyncio.run(main())
-    assert [r.status for r in results] == ["ok"] * 20
-    assert [int(r.stdout.split()[0]) for r in results] == [i * i for i in range(20)]
-    uids = {int(r.stdout.split()[1]) for r in results}
-    assert uids <= set(range(BASE_UID, BASE_UID + SLOTS)) and len(uids) > 1
+# ---------------------------------------------------------------- hostile programs (tests/sandbox_hostile.py)
 
 
-# ---------------------------------------------------------------- hostile programs (as the local suite)
+@pytest.fixture
+def open_sandbox(scratch: str) -> hostile.OpenSandbox:
+    return lambda **changes: _Open(_config(scratch, **changes))
 
 
-def test_network_is_unreachable(sandbox: Sandbox) -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    port = listener.getsockname()[1]
-    code = f"""
-    import socket
-    for host in ("127.0.0.1", "localhost", "10.0.0.1"):
-        try:
-            socket.create_connection((host, {port}), timeout=1).close()
-            print("CONNECTED", host)
-        except OSError as exc:
-            print("blocked", host, type(exc).__name__)
-    """
-    try:
-        r = sandbox.run_sync(textwrap.dedent(code))
-        readable, _, _ = select.select([listener], [], [], 0.3)
-    finally:
-        listener.close()
-    assert r.status == "ok" and "CONNECTED" not in r.stdout and r.stdout.count("blocked") == 3
-    assert readable == []
-
-
-def test_host_files_are_invisible_and_unwritable(sandbox: Sandbox, host_dir: str) -> None:
-    code = f"""
-    for path in ("/etc/shadow", "/etc/passwd", {host_dir + "/secret.txt"!r}, "/root/.bashrc"):
-        try:
-            print("READ", path, open(path).read()[:40])
-        except OSError as exc:
-            print("denied", path, type(exc).__name__)
-    """
-    r = sandbox.run_sync(textwrap.dedent(code))
-    assert r.status == "ok", r.stderr
-    assert "READ" not in r.stdout and "HOST-SECRET-42" not in r.stdout and r.stdout.count("denied") == 4
-    targets = [os.path.join(host_dir, "evil.txt"), "/etc/evil.txt", "/usr/evil.txt", "/evil.txt"]
-    code = f"""
-    import os
-    for path in {targets!r}:
-        try:
-            open(path, "w").write("pwned")
-            print("wrote", path)
-        except OSError as exc:
-            print("denied", path)
-    open("inside.txt", "w").write("ok")
-    print("cwd", os.getcwd(), sorted(os.listdir(".")))
-    """
-    r = sandbox.run_sync(textwrap.dedent(code))
-    assert r.status == "ok" and "wrote" not in r.stdout and "cwd /work ['inside.txt', 'main.py']" in r.stdout
-    for path in targets:
-        assert not os.path.exists(path)
-
-
-def test_fork_bomb_is_bounded(sandbox: Sandbox) -> None:
-    count = """
-    import os, time
-    n = 0
-    while True:
-        try:
-            pid = os.fork()
-        except OSError:
-            break
-        if pid == 0:
-            time.sleep(30)
-            os._exit(0)
-        n += 1
-    print(n)
-    """
-    r = sandbox.run_sync(textwrap.dedent(count))
-    assert r.status == "ok" and 0 < int(r.stdout) < 16, (r.stdout, r.stderr)
-    bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
-    start = time.monotonic()
-    r = sandbox.run_sync(bomb, timeout_s=1.5)
-    assert r.status == "timeout" and time.monotonic() - start < 6
-    assert sandbox.run_sync("print('still fine')").stdout == "still fine\n"
-
-
-def test_setsid_double_fork_child_is_swept(scratch: str, host_dir: str) -> None:
-    code = f"""
-    import os, time
-    if os.fork() == 0:
-        os.setsid()
-        if os.fork() == 0:
-            time.sleep(1.0)
-            for path in ("/work/marker", "/tmp/marker", {host_dir + "/marker"!r}):
-                try:
-                    open(path, "w").write("alive")
-                except OSError:
-                    pass
-        os._exit(0)
-    time.sleep(0.2)
-    print("parent exits")
-    """
-    with _Open(_config(scratch)) as sb:
-        r = sb.run_sync(textwrap.dedent(code))
-        assert r.status == "ok" and r.stdout == "parent exits\n"
-        assert _leftovers() == {}
-        time.sleep(1.3)
-        r = sb.run_sync("import os\nprint(sorted(os.listdir('/work')), os.listdir('/tmp'))")
-        assert (r.status, r.stdout) == ("ok", "['main.py'] []\n")
-    assert not os.path.exists(os.path.join(host_dir, "marker"))
-
-
-def test_grandchild_holding_stdout_does_not_hang(sandbox: Sandbox) -> None:
-    code = "import subprocess\nsubprocess.Popen(['sleep', '60'])\nprint('bye')\n"
-    start = time.monotonic()
-    r = sandbox.run_sync(code, timeout_s=20)
-    assert r.status == "ok" and r.stdout == "bye\n" and time.monotonic() - start < 5
-
-
-def test_memory_hog_is_stopped(scratch: str) -> None:
-    code = "chunks = []\nwhile True:\n    chunks.append(bytearray(32 << 20))\n"
-    with _Open(_config(scratch, memory_mb=256)) as sb:
-        r = sb.run_sync(code)
-        assert r.status == "error" and "MemoryError" in r.stderr
-        assert sb.run_sync("print(len(bytearray(100 << 20)))").stdout == f"{100 << 20}\n"
-
-
-def test_busy_loop_and_sleep_time_out(sandbox: Sandbox) -> None:
-    for code in ("while True:\n    pass\n", "import time\nprint('start', flush=True)\ntime.sleep(60)\n"):
-        start = time.monotonic()
-        r = sandbox.run_sync(code, timeout_s=1.0)
-        elapsed = time.monotonic() - start
-        assert r.status == "timeout" and r.exit_code is None and elapsed < 3.5, (code, r, elapsed)
-        assert "wall-clock limit" in r.stderr
-    assert r.stdout == "start\n", "output printed before the time-out is kept"
-
-
-def test_output_flood_is_truncated(sandbox: Sandbox) -> None:
-    cap = sandbox.config.max_output_bytes
-    r = sandbox.run_sync("import sys\nsys.stdout.write('y' * 300_000)\n")
-    assert r.status == "ok" and r.stdout == "y" * cap + f"...[truncated {300_000 - cap} bytes]"
-    start = time.monotonic()
-    r = sandbox.run_sync("import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n", timeout_s=30)
-    assert time.monotonic() - start < 5 and r.status == "error"
-    assert r.stdout.startswith("x" * cap) and "...[truncated at least" in r.stdout
-    assert len(r.stdout) < cap + 100 and "output passed" in r.stderr
-
-
-def test_file_size_and_disk_limits(scratch: str) -> None:
-    fill = "i = 0\nwhile True:\n    open(f'/work/f{i}', 'wb').write(b'0' * (1 << 20))\n    i += 1\n"
-    with _Open(_config(scratch, max_workdir_mb=32, timeout_s=20)) as sb:
-        r = sb.run_sync("open('big.bin', 'wb').write(b'0' * (32 << 20))\n")
-        assert r.status == "error" and "File too large" in r.stderr
-        start = time.monotonic()
-        r = sb.run_sync(fill)
-        assert r.status == "error" and "work directory passed" in r.stderr and time.monotonic() - start < 5
-        assert sb.run_sync("import os\nprint(os.listdir('.'))").stdout == "['main.py']\n"
-
-
-def test_cancelled_run_leaves_nothing(sandbox: Sandbox) -> None:
-    async def main() -> None:
-        task = asyncio.create_task(sandbox.run("import time\ntime.sleep(60)\n"))
-        await asyncio.sleep(0.5)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(main())
-    assert sandbox.run_sync("print('after cancel')").stdout == "after cancel\n"
+class TestHostile(hostile.HostileSuite):
+    leftovers = staticmethod(_leftovers)
 
 
 # ---------------------------------------------------------------- the zygote's own threats

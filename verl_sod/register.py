@@ -16,6 +16,12 @@ from verl_sod.agent import loop as agent_loop
 from verl_sod.algos import sod_loss
 from verl_sod.cpu import hf_rollout, platform
 from verl_sod.cpu.verl_patches import apply_cpu_patches
+
+# After the platform import: importing verl's V1 trainer (which the sod_sync trainer subclasses)
+# imports verl's FSDP engine, which resolves verl's platform at import time. So the cpu platform
+# must be registered first. Cost: about 0.4 s per process. On a machine with no accelerator and no
+# VERL_PLATFORM, verl logs its "falling back to nvidia" warning here; Ray workers on the CPU path
+# get VERL_PLATFORM=cpu.
 from verl_sod.diagnostics import trainer as sod_trainer
 
 hf_rollout.register_hf_backend()
