@@ -23,7 +23,7 @@ from verl_sod.agent.trace import TOOL_STATS_FIELDS
 PREFIX = "agent/"
 
 
-def _stats_BF(data: TensorDict) -> torch.Tensor | None:
+def tool_stats_BF(data: TensorDict) -> torch.Tensor | None:
     if TOOL_STATS_KEY not in data.keys():  # noqa: SIM118  (TensorDict has no __contains__)
         return None
     stats = data[TOOL_STATS_KEY]
@@ -41,7 +41,7 @@ def _real_rows_B(data: TensorDict, B: int) -> torch.Tensor:
 
 def tool_metrics_values(data: TensorDict) -> dict[str, float]:
     """Per-trajectory means of the tool counters over the real rows of ``data``."""
-    stats_BF = _stats_BF(data)
+    stats_BF = tool_stats_BF(data)
     if stats_BF is None:
         return {}
     stats_BF = stats_BF[_real_rows_B(data, stats_BF.shape[0]).to(stats_BF.device)]

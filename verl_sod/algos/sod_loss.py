@@ -61,24 +61,26 @@ _GENERATORS: dict[int, torch.Generator] = {}
 
 
 def _weighting_context(loss_config: Any, data: TensorDict) -> StepWeightingContext:
-    seed = int(_sod_setting(loss_config, "sod_random_seed"))
+    seed = int(sod_setting(loss_config, "sod_random_seed"))
     if seed not in _GENERATORS:
         _GENERATORS[seed] = torch.Generator().manual_seed(seed)
     outcomes = data[STEP_OUTCOMES_KEY] if STEP_OUTCOMES_KEY in data.keys() else None  # noqa: SIM118
     return StepWeightingContext(
-        threshold=_sod_setting(loss_config, "sod_threshold"),
-        threshold_low=_sod_setting(loss_config, "sod_threshold_low"),
-        gate_weight=_sod_setting(loss_config, "sod_gate_weight"),
+        threshold=sod_setting(loss_config, "sod_threshold"),
+        threshold_low=sod_setting(loss_config, "sod_threshold_low"),
+        gate_weight=sod_setting(loss_config, "sod_gate_weight"),
         generator=_GENERATORS[seed],
         step_outcomes=outcomes,
     )
 
 
-def _padded(x: torch.Tensor, pad: float | int) -> torch.Tensor:
+def padded(x: torch.Tensor, pad: float | int) -> torch.Tensor:
+    """A nested (jagged) field as a padded tensor; a padded one as it is."""
     return x.to_padded_tensor(pad) if x.is_nested else x
 
 
-def _sod_setting(loss_config: Any, name: str) -> Any:
+def sod_setting(loss_config: Any, name: str) -> Any:
+    """``loss_config.<name>``, or the SOD dataclass default when the config lacks it."""
     if hasattr(loss_config, name):
         return getattr(loss_config, name)
     return _DEFAULTS[name].default
@@ -102,7 +104,7 @@ def resolve_step_ids(data: TensorDict, mask_BT: torch.Tensor) -> torch.Tensor | 
         width = max(T, int(step_lens.max().item()) if B else 0)
         step_BT = step.to_padded_tensor(-1, output_size=(B, width))[:, :T]
     else:
-        step_BT = _padded(step, -1)
+        step_BT = padded(step, -1)
         if step_BT.shape != mask_BT.shape:
             return None
         ok_B = torch.ones(B, dtype=torch.bool, device=mask_BT.device)
@@ -133,14 +135,14 @@ def sod_batch_weights(
         ref_student_BT,
         teacher_BT,
         mask_BT,
-        epsilon=_sod_setting(loss_config, "sod_epsilon"),
-        delta=_sod_setting(loss_config, "sod_delta"),
-        min_weight=_sod_setting(loss_config, "sod_min_weight"),
+        epsilon=sod_setting(loss_config, "sod_epsilon"),
+        delta=sod_setting(loss_config, "sod_delta"),
+        min_weight=sod_setting(loss_config, "sod_min_weight"),
         step_ids=(step_ids_BT := resolve_step_ids(data, mask_BT)),
     )
     # the configured weighting (default: the paper's divergence weights, `stats` itself)
     applied = apply_step_weighting(
-        _sod_setting(loss_config, "sod_weighting"),
+        sod_setting(loss_config, "sod_weighting"),
         stats,
         token_step_slots(mask_BT, step_ids_BT),
         _weighting_context(loss_config, data),
@@ -159,10 +161,10 @@ def compute_sod_distillation_loss(
     loss_config = distillation_config.distillation_loss
     student_BT = no_padding_2_padding(model_output["log_probs"], data)
     teacher_BT = no_padding_2_padding(data["teacher_logprobs"], data).squeeze(-1)
-    mask_BT = _padded(data["response_mask"], 0).bool()
-    source = _sod_setting(loss_config, "sod_divergence_source")
+    mask_BT = padded(data["response_mask"], 0).bool()
+    source = sod_setting(loss_config, "sod_divergence_source")
     if source in data.keys():  # noqa: SIM118
-        ref_student_BT = _padded(data[source], 0.0)
+        ref_student_BT = padded(data[source], 0.0)
     else:
         logger.warning("SOD: %s missing from the batch; measuring d_k on the current log-probs.", source)
         ref_student_BT = student_BT.detach()
@@ -177,7 +179,7 @@ def compute_sod_distillation_loss(
     }
     # patterns and sod/weight_* describe the paper's divergence weights whatever the weighting (so
     # ablations stay comparable); sod/applied_* describe the weights actually used
-    sod_values = sod_metrics(stats, tol=_sod_setting(loss_config, "sod_pattern_tol"))
+    sod_values = sod_metrics(stats, tol=sod_setting(loss_config, "sod_pattern_tol"))
     for key in [k for k in sod_values if k.startswith("sod/weight_") or k == "sod/token_weight_mean"]:
         sod_values[key.replace("sod/", "sod/applied_", 1)] = sod_values[key]
     if applied is not stats:

@@ -29,13 +29,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from tensordict import TensorDict
 from verl.workers.utils.padding import no_padding_2_padding
 
+from verl_sod.agent.metrics import tool_stats_BF
 from verl_sod.agent.trace import OUTCOME_CODES, TOOL_STATS_FIELDS
 from verl_sod.algos.patterns import PATTERN_NAMES, classify_patterns
-from verl_sod.algos.sod_loss import _sod_setting, sod_batch_weights
+from verl_sod.algos.sod_loss import padded, sod_batch_weights, sod_setting
 from verl_sod.algos.step_weightings import step_outcomes_BK
 from verl_sod.fields import STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY
 
@@ -65,15 +65,9 @@ def sample_keys(keys: Sequence[str], per_step: int, step: int, seed: int = 0) ->
     return sorted(random.Random(seed * 1_000_003 + step).sample(range(len(keys)), per_step))
 
 
-def _padded(x: torch.Tensor, pad: float | int) -> torch.Tensor:
-    return x.to_padded_tensor(pad) if x.is_nested else x
-
-
 def _tool_rows(data: TensorDict, B: int) -> list[dict[str, int] | None]:
-    if TOOL_STATS_KEY not in data.keys():  # noqa: SIM118
-        return [None] * B
-    stats_BF = _padded(data[TOOL_STATS_KEY], 0)
-    if stats_BF.dim() != 2 or stats_BF.shape[1] != len(TOOL_STATS_FIELDS):
+    stats_BF = tool_stats_BF(data)
+    if stats_BF is None:
         return [None] * B
     return [dict(zip(TOOL_STATS_FIELDS, row, strict=True)) for row in stats_BF.long().tolist()]
 
@@ -84,22 +78,22 @@ def build_records(loss_config: Any, data: TensorDict, uids: Sequence[str], step:
     ``data`` holds :data:`REQUIRED_FIELDS`, the configured divergence source and, for
     ``sod_tool_agent`` rows, :data:`AGENT_FIELDS`.
     """
-    mask_BT = _padded(data["response_mask"], 0).bool()
+    mask_BT = padded(data["response_mask"], 0).bool()
     B, _ = mask_BT.shape
-    source = _sod_setting(loss_config, "sod_divergence_source")
-    student_BT = _padded(data[source], 0.0).float()
+    source = sod_setting(loss_config, "sod_divergence_source")
+    student_BT = padded(data[source], 0.0).float()
     teacher_BT = no_padding_2_padding(data["teacher_logprobs"], data).float()
     if teacher_BT.dim() == 3:
         teacher_BT = teacher_BT[..., 0]
     weights = sod_batch_weights(loss_config, data, student_BT, teacher_BT, mask_BT)
     stats, applied = weights.stats, weights.applied
-    patterns = classify_patterns(stats, _sod_setting(loss_config, "sod_pattern_tol")).tolist()
+    patterns = classify_patterns(stats, sod_setting(loss_config, "sod_pattern_tol")).tolist()
     K = stats.valid_BK.shape[1]
     if STEP_OUTCOMES_KEY in data.keys():  # noqa: SIM118
         outcomes_BK = step_outcomes_BK(data[STEP_OUTCOMES_KEY], B, K).tolist()
     else:
         outcomes_BK = [[0] * K for _ in range(B)]
-    reward_B = _padded(data["rm_scores"], 0.0).float().reshape(B, -1).sum(dim=1).tolist()
+    reward_B = padded(data["rm_scores"], 0.0).float().reshape(B, -1).sum(dim=1).tolist()
     columns = {
         "valid": stats.valid_BK.tolist(),
         "tokens": stats.tokens_BK.tolist(),
@@ -108,7 +102,7 @@ def build_records(loss_config: Any, data: TensorDict, uids: Sequence[str], step:
         "w_applied": applied.weight_BK.tolist(),
     }
     tools = _tool_rows(data, B)
-    weighting = str(_sod_setting(loss_config, "sod_weighting"))
+    weighting = str(sod_setting(loss_config, "sod_weighting"))
     out = []
     for b in range(B):
         steps = [
