@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from types import SimpleNamespace
 
 import pytest
@@ -22,7 +23,7 @@ from verl_sod.algos.step_weightings import (
     register_step_weighting,
 )
 
-BUILTIN = ("divergence", "uniform", "random", "threshold", "tool_error_gate")
+BUILTIN = ("divergence", "uniform", "random", "threshold", "tool_error_gate", "position_median")
 EPS, DELTA = 1e-6, 0.2
 
 
@@ -34,7 +35,18 @@ def _row_steps(mask_row, ids_row):
 
 
 def oracle_weighting(
-    name, student, teacher, mask, step_ids=None, *, seed=0, tau=0.5, low=0.0, gate=0.0, outcomes=None
+    name,
+    student,
+    teacher,
+    mask,
+    step_ids=None,
+    *,
+    seed=0,
+    tau=0.5,
+    low=0.0,
+    gate=0.0,
+    outcomes=None,
+    delta=DELTA,
 ):
     """Per-token weights of weighting ``name`` (list of lists), straight from the definitions."""
     div = oracle_sod_weights(student, teacher, mask, epsilon=EPS, delta=DELTA, step_ids=step_ids)
@@ -69,6 +81,12 @@ def oracle_weighting(
             step_w.append(
                 {k: gate if 0 <= k - 1 < len(codes) and codes[k - 1] in (2, 3) else 1.0 for k in steps}
             )
+    elif name == "position_median":
+        for _, steps, d, _ in rows:
+            step_w.append({})
+            for k in steps:  # lower median of d over the rows that have step key k
+                m = statistics.median_low([dd[k] for _, ss, dd, _ in rows if k in ss])
+                step_w[-1][k] = min((m + EPS) / (d[k] + EPS), 1.0 + delta)
     return [[step_w[b][k] if k >= 0 else 0.0 for k in rows[b][0]] for b in range(len(mask))]
 
 
@@ -200,6 +218,23 @@ def test_tool_error_gate_without_outcomes_names_the_agent_loop():
         _weights("tool_error_gate", x, x, torch.ones(1, 3))
 
 
+def test_position_median_damps_a_failed_first_step_that_divergence_cannot():
+    """Three trajectories of two steps: typical d = 0.01 at each position; row 2's first call
+    failed (d_1 = 2.0) and so did its next step (d_2 = 3.0). The paper's ratio uses row 2's own
+    d_1 as reference and gives its second step 2/3; the position median damps both of its steps."""
+    B, T = 3, 4
+    mask = torch.tensor([[1, 1, 0, 1]] * B)  # step 0 = tokens 0-1, tool token 2, step 1 = token 3
+    d_rows = [(0.01, 0.01), (0.01, 0.02), (2.0, 3.0)]
+    student = torch.zeros(B, T)
+    teacher = torch.tensor([[d0, d0, 0.0, d1] for d0, d1 in d_rows])
+    applied, stats = _weights("position_median", student, teacher, mask, delta=DELTA)
+    m0, m1 = 0.01, 0.02  # lower medians of (0.01, 0.01, 2.0) and (0.01, 0.02, 3.0)
+    want_BK = [[1.0, min((m1 + EPS) / (0.01 + EPS), 1.2)], [1.0, 1.0], [(m0 + EPS) / 2.0, (m1 + EPS) / 3.0]]
+    torch.testing.assert_close(applied.weight_BK, torch.tensor(want_BK), rtol=1e-4, atol=1e-6)
+    assert stats.weight_BK[2, 1] == pytest.approx((2.0 + EPS) / (3.0 + EPS), rel=1e-4)  # the paper's
+    assert torch.all(applied.weight_BT[:, 2] == 0), "the tool token stays at 0"
+
+
 def test_unknown_name_lists_the_registered_ones():
     with pytest.raises(ValueError, match=r"registered: .*divergence.*tool_error_gate"):
         get_step_weighting("nope")
@@ -243,7 +278,8 @@ def test_config_range_checks(field, value):
 
 def test_config_unknown_weighting_lists_registered_names():
     with pytest.raises(
-        ValueError, match="registered: divergence, random, threshold, tool_error_gate, uniform"
+        ValueError,
+        match="registered: divergence, position_median, random, threshold, tool_error_gate, uniform",
     ):
         SODDistillationLossConfig(sod_weighting="bogus")
 
@@ -312,6 +348,18 @@ def test_threshold_loss_matches_oracle():
     losses, _ = _loss("threshold", data, model_output, "distillation.distillation_loss.sod_threshold=0.6")
     m = truth["mask"]
     w = torch.tensor(oracle_weighting("threshold", truth["old"] * m, truth["lp_t"] * m, m, tau=0.6, low=0.0))
+    torch.testing.assert_close(
+        losses.detach(), w * (truth["lp_s"] - truth["lp_t"]) * (m > 0), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_position_median_loss_matches_oracle_with_the_configured_delta():
+    data, model_output, truth = make_micro_batch(seed=9, B=8)
+    delta = "distillation.distillation_loss.sod_delta=0.5"
+    losses, _ = _loss("position_median", data, model_output, delta)
+    m = truth["mask"]
+    w = torch.tensor(oracle_weighting("position_median", truth["old"] * m, truth["lp_t"] * m, m, delta=0.5))
+    assert float(w.max()) > 1.2  # the configured cap 1.5 is used, not the default 1.2
     torch.testing.assert_close(
         losses.detach(), w * (truth["lp_s"] - truth["lp_t"]) * (m > 0), rtol=1e-5, atol=1e-6
     )

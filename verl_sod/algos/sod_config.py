@@ -34,7 +34,8 @@ class SODDistillationLossConfig(DistillationLossConfig):
         sod_weighting: which step weighting w_k to use, a name registered in
             :data:`verl_sod.algos.step_weightings.STEP_WEIGHTINGS`: ``divergence`` (the paper's,
             default), ``uniform`` (plain OPD), ``random`` (the divergence weights of the non-first
-            steps permuted across the micro-batch), ``threshold``, ``tool_error_gate``.
+            steps permuted across the micro-batch), ``threshold``, ``tool_error_gate``,
+            ``position_median`` (not from the paper: the median d per step index as reference).
         sod_threshold: ``threshold`` weighting: a step with d_k > tau gets ``sod_threshold_low``; >= 0.
         sod_threshold_low: ``threshold`` weighting: weight of a step above tau; in [0, 1].
         sod_gate_weight: ``tool_error_gate`` weighting: weight of the step after a failed or

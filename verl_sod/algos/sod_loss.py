@@ -28,7 +28,8 @@ Where this differs from the paper's implementation
       floors the weights (off by default).
     * Rows without any assistant token (verl's synthetic padding rows) get weight 0.
     * ``sod_weighting`` swaps w_k for an ablation baseline (``uniform`` = plain OPD, ``random``,
-      ``threshold``, ``tool_error_gate``; :mod:`verl_sod.algos.step_weightings`). The default,
+      ``threshold``, ``tool_error_gate``, ``position_median``;
+      :mod:`verl_sod.algos.step_weightings`). The default,
       ``divergence``, is the paper's.
 """
 
@@ -71,6 +72,8 @@ def _weighting_context(loss_config: Any, data: TensorDict) -> StepWeightingConte
         gate_weight=sod_setting(loss_config, "sod_gate_weight"),
         generator=_GENERATORS[seed],
         step_outcomes=outcomes,
+        epsilon=sod_setting(loss_config, "sod_epsilon"),
+        delta=sod_setting(loss_config, "sod_delta"),
     )
 
 

@@ -49,6 +49,20 @@ Registered weightings (``distillation.distillation_loss.sod_weighting``)
         mask run (one run per assistant turn in the tool agent loops); missing outcomes count as
         ``none``.
 
+    ``position_median``
+        Not from the paper; added after the demo's step report (docs/demo-report/README.md) found
+        that d_1 is a poor reference on tool tasks: a formatted first call is near-deterministic
+        (d_1 ~ 0.0007), and when the first call itself fails, d_1 is large and nothing after it is
+        damped. This weighting compares each step with the typical divergence *at its own step
+        index* instead of with the trajectory's first step:
+        ``w_k = min((m_k + eps) / (d_k + eps), 1 + delta)``, where m_k is the (lower) median of d at
+        step slot k over the rows of the micro-batch that have that step. Every step, the first
+        included, is weighted; a step index that only one row reaches gets weight 1. Unusually
+        divergent steps for their position (a failed call, the step after it) are damped, typical
+        ones keep about 1. The medians depend on which rows share a micro-batch (the per-step
+        records recompute them over the recorded sample). Answers "is a batch reference per
+        position better than SOD's per-trajectory d_1?".
+
 Register another one with :func:`register_step_weighting`; it must be imported before verl builds
 the config (the config checks ``sod_weighting`` against :data:`STEP_WEIGHTINGS`).
 
@@ -92,6 +106,7 @@ class StepWeightingContext:
         generator: ``random``'s CPU generator (a fresh one seeded 0 when None).
         step_outcomes: ``tool_error_gate``'s per-step outcome codes, ``[B, n]`` int (padded or
             nested); None when the batch has no ``sod_step_outcomes`` field.
+        epsilon, delta: ``position_median``'s smoothing and cap ``1 + delta`` (SOD's own values).
     """
 
     threshold: float = 0.5
@@ -99,6 +114,8 @@ class StepWeightingContext:
     gate_weight: float = 0.0
     generator: torch.Generator | None = None
     step_outcomes: torch.Tensor | None = None
+    epsilon: float = 1e-6
+    delta: float = 0.2
 
 
 StepWeightingFn = Callable[[SODStepStats, StepWeightingContext], torch.Tensor]
@@ -160,6 +177,15 @@ def threshold_weighting(stats: SODStepStats, ctx: StepWeightingContext) -> torch
     keep_BK = (stats.divergence_BK <= ctx.threshold) | _first_slot_BK(stats.valid_BK)
     w_BK = torch.where(keep_BK, 1.0, float(ctx.threshold_low))
     return w_BK * stats.valid_BK
+
+
+@register_step_weighting("position_median")
+def position_median_weighting(stats: SODStepStats, ctx: StepWeightingContext) -> torch.Tensor:
+    d_BK = torch.where(stats.valid_BK, stats.divergence_BK, float("nan"))
+    median_K = torch.nanmedian(d_BK, dim=0).values  # lower median per slot; nan where no row has it
+    ratio_BK = (median_K.unsqueeze(0) + ctx.epsilon) / (stats.divergence_BK + ctx.epsilon)
+    w_BK = ratio_BK.clamp(max=1.0 + ctx.delta)
+    return torch.where(stats.valid_BK, w_BK, 0.0)
 
 
 def step_outcomes_BK(step_outcomes: torch.Tensor, B: int, K: int) -> torch.Tensor:
