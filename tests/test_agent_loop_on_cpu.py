@@ -24,8 +24,8 @@ from verl.workers.rollout.replica import TokenOutput
 
 from verl_sod.agent import STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY, SODToolAgentLoop
 from verl_sod.agent.output import EXTRA_FIELDS_KEY
-from verl_sod.cpu.assets import build_tokenizer
 from verl_sod.sandbox.result import SandboxResult
+from verl_sod.tiny.assets import build_tokenizer
 from verl_sod.tools import CodeInterpreterTool
 
 OK, ERR, TIMEOUT, NONE = "ok", "error", "timeout", "none"
@@ -279,7 +279,7 @@ def test_hanging_tools_and_crashing_release_do_not_kill_the_rollout(tok):
 def test_any_tool_works_the_calc_function_tool(tok):
     from verl.tools.function_tool import load_function_tools_from_path
 
-    from verl_sod.cpu.calculator import TOOL_FILE
+    from verl_sod.tasks.chain_calc.calculator import TOOL_FILE
 
     tools = load_function_tools_from_path(TOOL_FILE)
     turns = [call("calc", {"expression": "7+5"}), call("calc", {"expression": "12*"}), "\\boxed{12}"]

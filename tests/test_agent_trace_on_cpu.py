@@ -20,7 +20,7 @@ from verl_sod.agent.trace import (
     mask_runs,
     step_ids_from_runs,
 )
-from verl_sod.cpu.assets import build_tokenizer
+from verl_sod.tiny.assets import build_tokenizer
 
 
 def test_apply_merge_mirrors_trim_insert_and_append():

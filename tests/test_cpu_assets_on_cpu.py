@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import torch
 
-from verl_sod.cpu import assets
+from verl_sod.tiny import assets
 
 MESSAGES = [
     {"role": "user", "content": "What is 2+3*4?"},

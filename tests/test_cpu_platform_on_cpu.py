@@ -12,9 +12,9 @@ import sys
 import pytest
 import torch
 
-from verl_sod.cpu import assets
 from verl_sod.cpu.hf_rollout import HFRolloutServer
 from verl_sod.cpu.platform import PlatformCPU
+from verl_sod.tiny import assets
 
 
 def test_platform_answers_what_verl_asks():

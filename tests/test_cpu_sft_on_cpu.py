@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from verl_sod.cpu import assets, sft
-from verl_sod.cpu.calculator import tool_schemas
-from verl_sod.cpu.task import correct_trajectory, make_problems
+from verl_sod.tasks.chain_calc import models
+from verl_sod.tasks.chain_calc.calculator import tool_schemas
+from verl_sod.tasks.chain_calc.task import correct_trajectory, make_problems
+from verl_sod.tiny import assets, sft
 
 
 def test_only_assistant_tokens_carry_loss(tmp_path, monkeypatch):
@@ -30,9 +31,9 @@ def test_only_assistant_tokens_carry_loss(tmp_path, monkeypatch):
 @pytest.mark.e2e
 def test_teacher_solves_the_task_and_the_student_leaves_room():
     """Uses the shared cache: the e2e runs and `make demo` reuse these models."""
-    student, teacher = sft.prepare_models()
+    student, teacher = models.prepare_models()
     held_out = make_problems(20, seed=99)
-    teacher_acc = sft.rollout_accuracy(teacher, held_out)
-    student_acc = sft.rollout_accuracy(student, held_out, temperature=1.0)
+    teacher_acc = models.rollout_accuracy(teacher, held_out)
+    student_acc = models.rollout_accuracy(student, held_out, temperature=1.0)
     assert teacher_acc >= 0.9, teacher_acc
     assert student_acc < teacher_acc, (student_acc, teacher_acc)

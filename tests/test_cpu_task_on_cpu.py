@@ -5,8 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from verl_sod.cpu.calculator import TOOL_FILE, evaluate, tool_schemas
-from verl_sod.cpu.task import DATA_SOURCE, compute_score, correct_trajectory, make_problems, write_parquet
+from verl_sod.tasks.chain_calc.calculator import TOOL_FILE, evaluate, tool_schemas
+from verl_sod.tasks.chain_calc.task import (
+    DATA_SOURCE,
+    compute_score,
+    correct_trajectory,
+    make_problems,
+    write_parquet,
+)
 
 TOOL_RESP = "<|im_start|>user\n<tool_response>\n{}\n</tool_response><|im_end|>\n<|im_start|>assistant\n"
 

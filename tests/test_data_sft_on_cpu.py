@@ -257,7 +257,7 @@ def test_verl_multiturn_sft_dataset_reads_the_output(tmp_path: Path) -> None:
     from omegaconf import OmegaConf
     from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
 
-    from verl_sod.cpu.assets import build_tokenizer
+    from verl_sod.tiny.assets import build_tokenizer
 
     src = tmp_path / "chats.json"
     src.write_text(json.dumps([openai_row(), sharegpt_row()]))

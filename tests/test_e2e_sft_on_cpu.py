@@ -18,10 +18,10 @@ import sys
 
 import pytest
 
-from verl_sod.cpu import assets
-from verl_sod.cpu.calculator import tool_schemas
-from verl_sod.cpu.task import correct_trajectory, make_problems
-from verl_sod.cpu.tiny_run import RECIPES_DIR
+from verl_sod.runner import RECIPES_DIR
+from verl_sod.tasks.chain_calc.calculator import tool_schemas
+from verl_sod.tasks.chain_calc.task import correct_trajectory, make_problems
+from verl_sod.tiny import assets
 
 pytestmark = pytest.mark.e2e
 LOSS = re.compile(r"step:(\d+) - .*?train/loss:([0-9.eE+-]+)")

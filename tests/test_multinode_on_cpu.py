@@ -15,7 +15,7 @@ import math
 
 import pytest
 
-from verl_sod.cpu.tiny_run import run_cpu_training
+from verl_sod.runner import run_cpu_training
 
 pytestmark = pytest.mark.e2e
 

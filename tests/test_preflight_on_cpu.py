@@ -9,9 +9,9 @@ from importlib import resources
 import pytest
 from helpers import TEACHER_OVERRIDES
 
-from verl_sod.cpu import assets
 from verl_sod.preflight import ConfigError, preflight
 from verl_sod.presets import available_presets, compose
+from verl_sod.tiny import assets
 
 TEACHER = TEACHER_OVERRIDES
 

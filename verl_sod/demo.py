@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from verl_sod.cpu.tiny_run import RunResult, run_cpu_training
+from verl_sod.runner import RunResult, run_cpu_training
 
 VAL_PROBLEMS = 256
 VAL_SAMPLES = 2  # actor_rollout_ref.rollout.val_kwargs.n in config/task/chain_calc.yaml

@@ -1,1 +1,1 @@
-"""The CPU path: tiny local assets (and, later, the CPU platform and `hf` rollout backend)."""
+"""verl on a machine with no accelerator: the `cpu` platform, the `hf` rollout backend, verl patches."""

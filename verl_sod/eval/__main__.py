@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from verl_sod.eval.report import build_report, markdown, write_report
+from verl_sod.tasks import DEFAULT_CPU_TASK
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,8 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--temperature", type=float, default=1.0)
     run.add_argument("--top-p", type=float, default=0.6)
     run.add_argument("--preset", default="grpo", help="verl_sod preset (only its trainer config is used)")
-    run.add_argument("--cpu", action="store_true", help="tiny local assets on CPU (chain_calc task)")
-    run.add_argument("--problems", type=int, default=8, help="--cpu: number of chain_calc problems")
+    run.add_argument("--cpu", action="store_true", help="a tiny local task on CPU (see --task)")
+    run.add_argument("--task", default=DEFAULT_CPU_TASK, help=f"--cpu: the task (default {DEFAULT_CPU_TASK})")
+    run.add_argument("--problems", type=int, default=8, help="--cpu: number of the task's problems")
     run.add_argument("--rescore", action="store_true", help="re-score the dump offline for the report")
     run.add_argument("overrides", nargs="*", help="extra hydra overrides for verl_sod.train")
     score = sub.add_parser("score", help="report from an existing validation dump")
@@ -57,7 +59,7 @@ def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     k = args.k or (4 if args.cpu else 32)
     if args.cpu:
-        inputs = launch.cpu_overrides(out, args.problems, args.model)
+        inputs = launch.cpu_overrides(out, args.problems, args.task, args.model)
     else:
         if not args.model or not args.data:
             print("run needs --model and --data (or --cpu)", file=sys.stderr)

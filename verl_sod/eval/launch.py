@@ -10,10 +10,6 @@ read it (a temperature above 0 samples).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 PAPER_SAMPLING = {"n": 32, "temperature": 1.0, "top_p": 0.6, "do_sample": "true"}
@@ -58,47 +54,28 @@ def gpu_overrides(model: str, data: list[str], preset: str) -> list[str]:
     ]
 
 
-def cpu_overrides(out_dir: Path, n_problems: int, model: str | None = None) -> list[str]:
-    """Tiny local assets: the SFT'd student (unless ``model``), chain_calc data, the calc tool.
+def cpu_overrides(out_dir: Path, n_problems: int, task: str, model: str | None = None) -> list[str]:
+    """A tiny CPU task (``verl_sod.tasks``): its SFT'd student (unless ``model``), data and tool.
 
-    Lengths and turn limits stay those of ``task=chain_calc`` (192/224 tokens, 4 assistant turns).
+    Lengths and turn limits stay those of the task's config (``task=NAME``).
     """
-    from verl_sod.cpu import sft, task
-    from verl_sod.cpu.calculator import TOOL_FILE
+    from verl_sod.tasks import load_task
 
-    if model is None:
-        model = str(sft.prepare_models()[0])
-    paths = task.write_parquet(out_dir / "data", n_train=16, n_val=n_problems)
-    return [
-        "preset=grpo",
-        "platform=cpu",
-        "task=chain_calc",
-        f"actor_rollout_ref.model.path={model}",
-        f"data.train_files={paths['train']}",
-        f"data.val_files={paths['val']}",
-        f"actor_rollout_ref.rollout.multi_turn.function_tool_path={TOOL_FILE}",
-    ]
+    inputs = load_task(task).prepare_inputs(out_dir / "data", n_val=n_problems, n_train=16)
+    if model is not None:
+        inputs["student"] = model
+    return ["preset=grpo", "platform=cpu", *load_task(task).launch_overrides(inputs)]
+
+
+def _echo(line: str) -> str | None:
+    if any(mark in line for mark in ECHO_MARKS) and "Warning" not in line:
+        return line.rstrip()[:300]
+    return None
 
 
 def run_validation(overrides: list[str], out_dir: Path, echo: bool = True) -> tuple[int, float]:
     """Run ``python -m verl_sod.train`` with ``overrides``; log to ``out_dir/eval.log``."""
-    env = {
-        **os.environ,
-        "VERL_FILE_LOGGER_PATH": str(out_dir / "metrics.jsonl"),
-        "PYTHONUNBUFFERED": "1",
-    }
-    cmd = [sys.executable, "-m", "verl_sod.train", *overrides]
-    t0 = time.time()
-    with open(out_dir / "eval.log", "w") as log:
-        log.write(" ".join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=out_dir
-        )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            if echo and any(mark in line for mark in ECHO_MARKS) and "Warning" not in line:
-                print(line.rstrip()[:300], flush=True)
-        returncode = proc.wait()
-    return returncode, time.time() - t0
+    from verl_sod.runner import run_train
+
+    result = run_train(overrides, out_dir, log_name="eval.log", echo=_echo if echo else None)
+    return result.returncode, result.seconds

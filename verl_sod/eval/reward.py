@@ -3,7 +3,7 @@
 verl 0.9.1's validation dump (``trainer.validation_data_dir``) has the decoded prompt and response,
 the ground truth, the score and every key the reward function returns, but not the sample's
 ``data_source`` nor the agent loop's tool record. This wrapper scores with
-``verl_sod.rewards.compute_score`` (or, for the CPU chained-calculator task, that task's own reward)
+``verl_sod.rewards.compute_score`` (or, for a task of ``verl_sod.tasks``, that task's own reward)
 and adds, on every sample and always with the same keys (verl builds its columns from the first
 sample): ``data_source``, ``pred`` (if the scorer gave none), ``num_turns`` and the flattened
 ``extra_fields["sod_agent"]`` counts ``tool_calls``, ``tool_errors``, ``tool_timeouts``,
@@ -23,24 +23,26 @@ ScoreFn = Callable[..., Any]
 
 
 def scorer_for(data_source: str) -> ScoreFn:
-    """The task reward for ``data_source``: the chain_calc task's or ``verl_sod.rewards``'."""
-    from verl_sod.cpu import task
+    """The reward for ``data_source``: its task's (``verl_sod.tasks``), else ``verl_sod.rewards``'."""
+    from verl_sod.tasks import task_for_data_source
 
-    if str(data_source) == task.DATA_SOURCE:
-        return _chain_calc_score
+    task = task_for_data_source(data_source)
+    if task is not None:
+        return _task_scorer(task)
     from verl_sod.rewards import compute_score as rewards_score
 
     return rewards_score
 
 
-def _chain_calc_score(
-    data_source: str, solution_str: str, ground_truth: Any, extra_info: Any = None, **kwargs: Any
-) -> dict[str, Any]:
-    from verl_sod.cpu import task
+def _task_scorer(task: Any) -> ScoreFn:
+    def score(
+        data_source: str, solution_str: str, ground_truth: Any, extra_info: Any = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        result = dict(task.compute_score(data_source, solution_str, ground_truth, extra_info, **kwargs))
+        result.setdefault("pred", task.final_answer(solution_str or "") or "")
+        return result
 
-    result = dict(task.compute_score(data_source, solution_str, ground_truth, extra_info, **kwargs))
-    result["pred"] = task.final_answer(solution_str or "") or ""
-    return result
+    return score
 
 
 def agent_fields(extra_info: Any) -> dict[str, float]:

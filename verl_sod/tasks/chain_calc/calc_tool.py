@@ -2,7 +2,7 @@
 
 from verl.tools.function_tool import function_tool
 
-from verl_sod.cpu.calculator import evaluate
+from verl_sod.tasks.chain_calc.calculator import evaluate
 
 
 @function_tool

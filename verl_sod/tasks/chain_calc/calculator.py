@@ -1,6 +1,6 @@
 """An integer calculator for the synthetic tool task; ``calc_tool.py`` exposes it to the model.
 
-verl's tool agent loop loads ``verl_sod/cpu/calc_tool.py`` through
+verl's tool agent loop loads ``verl_sod/tasks/chain_calc/calc_tool.py`` through
 ``actor_rollout_ref.rollout.multi_turn.function_tool_path`` (:data:`TOOL_FILE`). The expression is
 parsed with :mod:`ast` and only integer literals, ``+ - * //``, unary minus and parentheses are
 evaluated: nothing is ever ``eval``'d. Any other input
