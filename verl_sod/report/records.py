@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 
-PATTERNS = ("stable", "erroneous", "recovery", "empty")
-OUTCOMES = ("none", "ok", "error", "timeout")
-FAILED_OUTCOMES = ("error", "timeout")
-TOOL_FIELDS = ("tool_calls", "tool_errors", "tool_timeouts", "tool_format_errors", "recovered")
-STEPS_DIRNAME = "sod_steps"
+from verl_sod.fields import FAILED_OUTCOMES, OUTCOMES, PATTERNS
+from verl_sod.fields import RECORDS_SUBDIR as STEPS_DIRNAME
+from verl_sod.fields import TOOL_STATS_FIELDS as TOOL_FIELDS
 
 
 class ReportError(Exception):

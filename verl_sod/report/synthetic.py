@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from verl_sod.fields import RECORDS_SUBDIR
+
 
 @dataclass(frozen=True)
 class SyntheticSpec:
@@ -100,7 +102,7 @@ def trajectory(rng: np.random.Generator, step: int, i: int, spec: SyntheticSpec)
 def generate(run_dir: str | Path, spec: SyntheticSpec = SyntheticSpec(), seed: int = 0) -> Path:
     """Write ``run_dir/sod_steps/step_*.jsonl``; returns ``run_dir``."""
     run_dir = Path(run_dir)
-    out = run_dir / "sod_steps"
+    out = run_dir / RECORDS_SUBDIR
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for step in range(1, spec.train_steps + 1):
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--null", action="store_true", help="no planted effect (error_effect = wrong_shift = 0)")
     args = ap.parse_args(argv)
     path = generate(args.out, NULL_SPEC if args.null else SyntheticSpec(), args.seed)
-    print(f"wrote synthetic records to {path / 'sod_steps'}")
+    print(f"wrote synthetic records to {path / RECORDS_SUBDIR}")
     return 0
 
 

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 ENV_FIELDS = {"VERL_SOD_SANDBOX_BACKEND": "backend"}
-STATUSES = ("ok", "error", "timeout", "sandbox_error")
 
 
 class ExecResult(Protocol):
