@@ -17,9 +17,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "verl_sod"
 
 # Lower layers first; a unit may import units of its own layer or of lower ones only.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"fields", "config"}),
+    frozenset({"fields"}),
     frozenset({"algos", "sandbox", "tiny", "report", "cpu"}),
-    frozenset({"agent", "rewards", "tools", "diagnostics"}),
+    frozenset({"agent", "rewards", "tools", "diagnostics", "config"}),
     frozenset({"tasks", "data"}),
     frozenset({"runner", "eval", "study"}),
     frozenset({"demo", "presets", "preflight", "doctor"}),
