@@ -106,7 +106,9 @@ class FakeLauncher:
         if len(self.calls) == self.fail_at:
             return RunResult(1, [], run_dir / "train.log", None, 1.0)
         seed = int(next(o for o in extra if o.startswith("data.seed=")).split("=")[1])
-        (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 1, "data": {"critic/score/mean": 0.5}}) + "\n")
+        (run_dir / "metrics.jsonl").write_text(
+            json.dumps({"step": 1, "data": {"critic/score/mean": 0.5}}) + "\n"
+        )
         (run_dir / "val").mkdir()
         rows = [{"input": f"q{p}", "output": "", "score": float((p + seed) % 2), "acc": float((p + seed) % 2),
                  "step": steps, "uid": "x"} for p in range(n_val) for _ in range(2)]  # fmt: skip

@@ -75,8 +75,11 @@ def test_paired_two_way_by_hand():
 
 
 def _simulate(rng, mu, S=5, P=40, sd_seed=0.06, sd_problem=0.15, sd_cell=0.3):
-    return mu + sd_seed * rng.normal(size=(S, 1)) + sd_problem * rng.normal(size=(1, P)) + sd_cell * rng.normal(
-        size=(S, P)
+    return (
+        mu
+        + sd_seed * rng.normal(size=(S, 1))
+        + sd_problem * rng.normal(size=(1, P))
+        + sd_cell * rng.normal(size=(S, P))
     )
 
 

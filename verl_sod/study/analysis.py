@@ -52,7 +52,9 @@ def per_problem(rows: Rows, key: str) -> dict[str, float]:
     return {p: float(np.mean(v)) for p, v in acc.items()}
 
 
-def arm_matrix(spec: StudySpec, summaries: dict, arm: str, key: str, where: dict) -> dict[int, dict[str, float]]:
+def arm_matrix(
+    spec: StudySpec, summaries: dict, arm: str, key: str, where: dict
+) -> dict[int, dict[str, float]]:
     """``{seed: {problem: success}}`` of an arm's finished runs on the selected rows."""
     out = {}
     for s in summaries.values():
@@ -63,7 +65,9 @@ def arm_matrix(spec: StudySpec, summaries: dict, arm: str, key: str, where: dict
     return out
 
 
-def paired_matrix(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]]) -> tuple[np.ndarray, list[int], int]:
+def paired_matrix(
+    a: dict[int, dict[str, float]], b: dict[int, dict[str, float]]
+) -> tuple[np.ndarray, list[int], int]:
     """``(diff[S, P], seeds, problems dropped)``: seeds both arms finished, problems every such run has."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
@@ -74,15 +78,25 @@ def paired_matrix(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]]
     return D.reshape(len(seeds), len(common)), seeds, len(every) - len(common)
 
 
-def contrast(spec: StudySpec, summaries: dict, pair: tuple[str, str], key: str, where: dict) -> dict[str, Any]:
+def contrast(
+    spec: StudySpec, summaries: dict, pair: tuple[str, str], key: str, where: dict
+) -> dict[str, Any]:
     """One paired contrast ``pair[0] - pair[1]`` with its CI, p, per-seed SD and seeds needed."""
-    D, seeds, dropped = paired_matrix(arm_matrix(spec, summaries, pair[0], key, where),
-                                      arm_matrix(spec, summaries, pair[1], key, where))  # fmt: skip
+    D, seeds, dropped = paired_matrix(
+        arm_matrix(spec, summaries, pair[0], key, where), arm_matrix(spec, summaries, pair[1], key, where)
+    )
     est = paired_two_way(D)
     sd = float(np.std(est["per_seed"], ddof=1)) if len(est["per_seed"]) > 1 else float("nan")
     pw = spec.power
-    return {"a": pair[0], "b": pair[1], "seeds": seeds, "problems_dropped": dropped, **est, "sd_per_seed": sd,
-            "seeds_needed": seeds_needed(sd, pw.effect, pw.power, pw.alpha)}  # fmt: skip
+    return {
+        "a": pair[0],
+        "b": pair[1],
+        "seeds": seeds,
+        "problems_dropped": dropped,
+        **est,
+        "sd_per_seed": sd,
+        "seeds_needed": seeds_needed(sd, pw.effect, pw.power, pw.alpha),
+    }
 
 
 def arm_table(spec: StudySpec, summaries: dict, key: str, where: dict) -> dict[str, Any]:
@@ -110,9 +124,15 @@ def strata(spec: StudySpec, summaries: dict, key: str) -> dict[str, Any]:
             out[sk] = {str(v): arm_table(spec, summaries, key, {sk: v}) for v in values[sk]}
     if len(out["present"]) >= 2:  # the first two present keys crossed: x axis and line style of the plot
         x, line = out["present"][:2]
-        out["grid"] = {"x": x, "line": line, "cells": [
-            {"x": vx, "line": vl, "arms": arm_table(spec, summaries, key, {x: vx, line: vl})}
-            for vx in values[x] for vl in values[line]]}  # fmt: skip
+        out["grid"] = {
+            "x": x,
+            "line": line,
+            "cells": [
+                {"x": vx, "line": vl, "arms": arm_table(spec, summaries, key, {x: vx, line: vl})}
+                for vx in values[x]
+                for vl in values[line]
+            ],
+        }
     return out
 
 
@@ -120,8 +140,10 @@ def outcomes(spec: StudySpec, summaries: dict) -> dict[str, Any]:
     """Per arm means of outcome keys (e.g. recovered, cascade_length) and recovery per fault type."""
     ev = spec.evaluation
     out: dict[str, Any] = {"present": [], "absent": [], "by_fault_type": None}
-    rows_of = {a.name: [r for s in summaries.values() if s["arm"] == a.name for r in s["validation"]]
-               for a in spec.arms}  # fmt: skip
+    rows_of = {
+        a.name: [r for s in summaries.values() if s["arm"] == a.name for r in s["validation"]]
+        for a in spec.arms
+    }
     for ok in ev.outcomes:
         if not any(ok in r for rows in rows_of.values() for r in rows):
             out["absent"].append(ok)
@@ -129,9 +151,13 @@ def outcomes(spec: StudySpec, summaries: dict) -> dict[str, Any]:
         out["present"].append(ok)
         out[ok] = {arm: arm_table(spec, summaries, ok, {})[arm] for arm in rows_of}
     if any(ev.fault_type in r and ev.recovered in r for rows in rows_of.values() for r in rows):
-        types = sorted({str(r[ev.fault_type]) for rows in rows_of.values() for r in rows if ev.fault_type in r}
-                       - set(NO_FAULT))
-        out["by_fault_type"] = {t: arm_table(spec, summaries, ev.recovered, {ev.fault_type: t}) for t in types}
+        types = sorted(
+            {str(r[ev.fault_type]) for rows in rows_of.values() for r in rows if ev.fault_type in r}
+            - set(NO_FAULT)
+        )
+        out["by_fault_type"] = {
+            t: arm_table(spec, summaries, ev.recovered, {ev.fault_type: t}) for t in types
+        }
     return out
 
 
@@ -171,16 +197,26 @@ def analyse(spec: StudySpec, summaries: dict[str, dict[str, Any]]) -> dict[str, 
         for c, p in zip(declared, holm([c["p"] for c in declared]), strict=True):
             c["p_holm"] = p
     declared_set = {frozenset(p) for p in spec.contrasts}
-    exploratory = [contrast(spec, summaries, (a.name, b.name), key, where if not missing else {})
-                   for a, b in itertools.combinations(spec.arms, 2) if frozenset((a.name, b.name)) not in declared_set]  # fmt: skip
+    exploratory = [
+        contrast(spec, summaries, (a.name, b.name), key, where if not missing else {})
+        for a, b in itertools.combinations(spec.arms, 2)
+        if frozenset((a.name, b.name)) not in declared_set
+    ]
     runs = sorted(summaries)
     expected = len(spec.arms) * len(spec.seeds)
     return {
-        "study": spec.name, "task": spec.task.name, "metric": key, "runs_done": runs,
-        "runs_expected": expected, "complete": len(runs) == expected,
+        "study": spec.name,
+        "task": spec.task.name,
+        "metric": key,
+        "runs_done": runs,
+        "runs_expected": expected,
+        "complete": len(runs) == expected,
         "overall": arm_table(spec, summaries, key, {}),
-        "primary": primary, "contrasts": declared, "exploratory_contrasts": exploratory,
-        "strata": strata(spec, summaries, key), "outcomes": outcomes(spec, summaries),
+        "primary": primary,
+        "contrasts": declared,
+        "exploratory_contrasts": exploratory,
+        "strata": strata(spec, summaries, key),
+        "outcomes": outcomes(spec, summaries),
         "events": events(spec, summaries),
         "seconds": {s["run"]: s.get("seconds") for s in summaries.values()},
-    }  # fmt: skip
+    }

@@ -72,7 +72,14 @@ def plot_horizon(grid: dict[str, Any] | None, arms: list[str], metric: str, path
                 ys = np.array([c["arms"][a]["value"] for c in cells])
                 lo = np.array([c["arms"][a]["lo"] for c in cells])
                 hi = np.array([c["arms"][a]["hi"] for c in cells])
-                ax.plot(xs, ys, styles.get(lv, "-"), marker="o", color=colors[a], label=f"{a}, {grid['line']}={lv}")
+                ax.plot(
+                    xs,
+                    ys,
+                    styles.get(lv, "-"),
+                    marker="o",
+                    color=colors[a],
+                    label=f"{a}, {grid['line']}={lv}",
+                )
                 ok = np.isfinite(lo) & np.isfinite(hi)
                 if ok.any():
                     ax.fill_between(xs[ok], lo[ok], hi[ok], color=colors[a], alpha=0.12)
@@ -95,9 +102,12 @@ def plot_contrasts(declared: list[dict[str, Any]], exploratory: list[dict[str, A
         labels = []
         for yi, (c, pre) in zip(y, rows, strict=True):
             if np.isfinite(c["value"]):
-                ax.errorbar(c["value"], yi, xerr=_err(c), fmt="o", capsize=4,
-                            color="tab:purple" if pre else "0.6")  # fmt: skip
-            tag = f"p_holm={c['p_holm']:.3f}" if pre and np.isfinite(c.get("p_holm", np.nan)) else "exploratory"
+                ax.errorbar(
+                    c["value"], yi, xerr=_err(c), fmt="o", capsize=4, color="tab:purple" if pre else "0.6"
+                )
+            tag = (
+                f"p_holm={c['p_holm']:.3f}" if pre and np.isfinite(c.get("p_holm", np.nan)) else "exploratory"
+            )
             labels.append(f"{c['a']} − {c['b']}\n({len(c['seeds'])} seeds, {tag})")
         ax.set_yticks(y, labels)
         ax.set_ylim(-0.7, len(rows) - 0.3)
@@ -120,8 +130,15 @@ def plot_recovery(by_type: dict[str, Any] | None, arms: list[str], path: Path) -
             for i, t in enumerate(types):
                 e = by_type[t][a]
                 if e["n"]:
-                    ax.bar(i + j * width, e["value"], width, color=colors[a], yerr=_err(e), capsize=3,
-                           label=a if i == 0 else None)  # fmt: skip
+                    ax.bar(
+                        i + j * width,
+                        e["value"],
+                        width,
+                        color=colors[a],
+                        yerr=_err(e),
+                        capsize=3,
+                        label=a if i == 0 else None,
+                    )
         ax.set_xticks(np.arange(len(types)) + width * (len(arms) - 1) / 2, types)
         ax.set_ylabel("recovery rate")
         ax.set_ylim(0, 1.05)

@@ -44,9 +44,12 @@ LOSS = "distillation.distillation_loss"
 Launcher = Callable[[str, Path, int, int, list[str], str], RunResult]
 
 
-def default_launcher(preset: str, run_dir: Path, steps: int, n_val: int, extra: list[str], task: str) -> RunResult:
-    return run_cpu_training(preset, run_dir, steps=steps, validate=True, extra=extra, echo=False, n_val=n_val,
-                            task=task)  # fmt: skip
+def default_launcher(
+    preset: str, run_dir: Path, steps: int, n_val: int, extra: list[str], task: str
+) -> RunResult:
+    return run_cpu_training(
+        preset, run_dir, steps=steps, validate=True, extra=extra, echo=False, n_val=n_val, task=task
+    )
 
 
 def run_overrides(spec: StudySpec, arm: Arm, seed: int, run_dir: Path) -> list[str]:
@@ -61,8 +64,11 @@ def run_overrides(spec: StudySpec, arm: Arm, seed: int, run_dir: Path) -> list[s
         f"trainer.experiment_name={arm.name}",
     ]
     if arm.preset in WEIGHTED_PRESETS:
-        out += [f"{SOD_SEED_KEY}={seed}", f"{LOSS}.sod_weighting={arm.weighting}",
-                f"{LOSS}.sod_records_per_step={spec.train.records_per_step}"]  # fmt: skip
+        out += [
+            f"{SOD_SEED_KEY}={seed}",
+            f"{LOSS}.sod_weighting={arm.weighting}",
+            f"{LOSS}.sod_records_per_step={spec.train.records_per_step}",
+        ]
     return [*out, *spec.train.overrides, *arm.overrides]
 
 
@@ -81,7 +87,9 @@ def claim_dir(spec: StudySpec, out: Path) -> None:
         try:
             theirs = parse_spec(yaml.safe_load(path.read_text(encoding="utf-8"))).to_dict()
         except (SpecError, yaml.YAMLError) as exc:
-            raise SpecError(f"{path}: unreadable study spec ({exc}); remove it or choose another --out") from None
+            raise SpecError(
+                f"{path}: unreadable study spec ({exc}); remove it or choose another --out"
+            ) from None
         if theirs != mine:
             changed = sorted(k for k in mine if mine[k] != theirs.get(k))
             raise SpecError(
@@ -123,9 +131,17 @@ def run_one(spec: StudySpec, arm: Arm, seed: int, out: Path, launch: Launcher) -
     result = launch(arm.preset, run_dir, spec.train.steps, spec.evaluation.problems, extra, spec.task.name)
     if result.returncode != 0:
         raise RuntimeError(f"run {rid} failed (exit {result.returncode}); log: {result.log_path}")
-    identity = {"run": rid, "arm": arm.name, "seed": seed, "preset": arm.preset, "weighting": arm.weighting,
-                "task": spec.task.name, "steps": spec.train.steps, "overrides": extra,
-                "seconds": round(result.seconds, 1)}  # fmt: skip
+    identity = {
+        "run": rid,
+        "arm": arm.name,
+        "seed": seed,
+        "preset": arm.preset,
+        "weighting": arm.weighting,
+        "task": spec.task.name,
+        "steps": spec.train.steps,
+        "overrides": extra,
+        "seconds": round(result.seconds, 1),
+    }
     try:
         summary = build_summary(run_dir, identity)
     except ReportError as exc:
@@ -149,19 +165,25 @@ def run_study(
     done = done_summaries(out)
     runs = spec.runs()
     todo = [(a, s) for a, s in runs if run_id(a.name, s) not in done]
-    say(f"[study] {spec.name}: {len(runs)} runs ({len(spec.arms)} arms x {len(spec.seeds)} seeds), "
-        f"{len(runs) - len(todo)} already done, {len(todo)} to run; dir {out}")  # fmt: skip
+    say(
+        f"[study] {spec.name}: {len(runs)} runs ({len(spec.arms)} arms x {len(spec.seeds)} seeds), "
+        f"{len(runs) - len(todo)} already done, {len(todo)} to run; dir {out}"
+    )
     t0 = time.time()
     for i, (arm, seed) in enumerate(todo, start=1):
         rid = run_id(arm.name, seed)
-        say(f"[study] run {i}/{len(todo)} {rid} ({arm.preset}{'/' + arm.weighting if arm.weighting else ''}) ...")
+        say(f"[study] run {i}/{len(todo)} {rid} ({arm.preset}{'/' + arm.weighting if arm.weighting else ''})")
         summary = run_one(spec, arm, seed, out, launch)
         done[rid] = summary
         durations = [float(v.get("seconds", 0.0)) for v in done.values()]
         eta = (sum(durations) / len(durations)) * (len(todo) - i)
         metric = _final(summary, spec.evaluation.metric)
-        shown = f"held-out {spec.evaluation.metric} {metric:.3f}" if metric is not None else "no held-out metric"
-        say(f"[study] run {i}/{len(todo)} {rid} done in {_fmt_min(summary['seconds'])}: {shown}; "
-            f"elapsed {_fmt_min(time.time() - t0)}, ETA {_fmt_min(eta)} for {len(todo) - i} more")  # fmt: skip
+        shown = (
+            f"held-out {spec.evaluation.metric} {metric:.3f}" if metric is not None else "no held-out metric"
+        )
+        say(
+            f"[study] run {i}/{len(todo)} {rid} done in {_fmt_min(summary['seconds'])}: {shown}; "
+            f"elapsed {_fmt_min(time.time() - t0)}, ETA {_fmt_min(eta)} for {len(todo) - i} more"
+        )
     say(f"[study] all {len(runs)} runs done; report: python -m verl_sod.study report {out}")
     return done

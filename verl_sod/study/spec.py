@@ -208,7 +208,8 @@ def _arm(obj: Any, i: int) -> Arm:
     if weighting is not None:
         if weighting not in STEP_WEIGHTINGS:
             raise SpecError(
-                f"{where}.weighting: unknown step weighting {weighting!r}; registered: {sorted(STEP_WEIGHTINGS)}"
+                f"{where}.weighting: unknown step weighting {weighting!r}; "
+                f"registered: {sorted(STEP_WEIGHTINGS)}"
             )
         if preset not in WEIGHTED_PRESETS:
             raise SpecError(

@@ -27,8 +27,10 @@ def _betacf(a: float, b: float, x: float) -> float:
     d = 1.0 / (d if abs(d) > tiny else tiny)
     h = d
     for m in range(1, 400):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):  # fmt: skip
+        for num in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
             d = 1.0 + num * d
             d = 1.0 / (d if abs(d) > tiny else tiny)
             c = 1.0 + num / c
@@ -86,9 +88,18 @@ def paired_two_way(diff_SP: np.ndarray, level: float = 0.95) -> dict[str, Any]:
     """
     D = np.asarray(diff_SP, dtype=np.float64)
     S, P = D.shape
-    out: dict[str, Any] = {"value": float("nan"), "se": float("nan"), "lo": float("nan"), "hi": float("nan"),
-                           "p": float("nan"), "df": 0, "n_seeds": S, "n_problems": P,
-                           "per_seed": D.mean(axis=1).tolist() if P else [], "one_seed": S < 2}  # fmt: skip
+    out: dict[str, Any] = {
+        "value": float("nan"),
+        "se": float("nan"),
+        "lo": float("nan"),
+        "hi": float("nan"),
+        "p": float("nan"),
+        "df": 0,
+        "n_seeds": S,
+        "n_problems": P,
+        "per_seed": D.mean(axis=1).tolist() if P else [],
+        "one_seed": S < 2,
+    }
     if S == 0 or P == 0:
         return out
     m = float(D.mean())
@@ -127,7 +138,9 @@ def holm(pvalues: list[float]) -> list[float]:
     return out
 
 
-def seeds_needed(sigma: float, delta: float, power: float = 0.8, alpha: float = 0.05, limit: int = 100_000) -> int | None:
+def seeds_needed(
+    sigma: float, delta: float, power: float = 0.8, alpha: float = 0.05, limit: int = 100_000
+) -> int | None:
     """Smallest number of seeds n for which a paired t-test (two-sided ``alpha``) detects ``delta``
     with ``power``, given the run-to-run SD ``sigma`` of the per-seed difference:
     n >= ((t_{1-alpha/2, n-1} + t_{power, n-1}) sigma / delta)^2. None when sigma is not finite."""
@@ -149,8 +162,14 @@ def seed_mean_ci(per_seed: list[float], level: float = 0.95) -> dict[str, Any]:
     """Mean over seeds with a t-interval over seeds (run-to-run variation) and the SD over seeds."""
     x = np.asarray([v for v in per_seed if math.isfinite(v)], dtype=np.float64)
     n = int(x.size)
-    out = {"value": float(x.mean()) if n else float("nan"), "lo": float("nan"), "hi": float("nan"),
-           "sd": float(x.std(ddof=1)) if n > 1 else float("nan"), "n": n, "per_seed": x.tolist()}  # fmt: skip
+    out = {
+        "value": float(x.mean()) if n else float("nan"),
+        "lo": float("nan"),
+        "hi": float("nan"),
+        "sd": float(x.std(ddof=1)) if n > 1 else float("nan"),
+        "n": n,
+        "per_seed": x.tolist(),
+    }
     if n > 1:
         half = t_ppf(0.5 + level / 2.0, n - 1) * out["sd"] / math.sqrt(n)
         out.update(lo=out["value"] - half, hi=out["value"] + half)

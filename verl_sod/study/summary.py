@@ -22,8 +22,16 @@ from typing import Any
 
 from verl_sod.report.records import FAILED_OUTCOMES, ReportError, load_records, tool_counts
 
-METRIC_PREFIXES = ("critic/score/", "actor/sod/", "actor/agent/", "actor/distillation/loss", "actor/grad_norm",
-                   "timing_s/step", "val-core/", "val-aux/")  # fmt: skip
+METRIC_PREFIXES = (
+    "critic/score/",
+    "actor/sod/",
+    "actor/agent/",
+    "actor/distillation/loss",
+    "actor/grad_norm",
+    "timing_s/step",
+    "val-core/",
+    "val-aux/",
+)
 #: validation-dump columns that are not reward-dict values
 DUMP_COLUMNS = ("input", "output", "gts", "step", "uid", "reward")
 OFFSETS = tuple(range(-2, 5))
@@ -45,7 +53,9 @@ def _scalar(v: Any) -> bool:
 
 def final_validation(val_dir: Path) -> tuple[int, list[dict[str, Any]]]:
     """``(step, rows)`` of the last validation dump under ``val_dir``; raises ReportError if none."""
-    files = [(int(p.stem), p) for p in val_dir.glob("*.jsonl") if p.stem.isdigit()] if val_dir.is_dir() else []
+    files = (
+        [(int(p.stem), p) for p in val_dir.glob("*.jsonl") if p.stem.isdigit()] if val_dir.is_dir() else []
+    )
     if not files:
         raise ReportError(f"no validation dump (<step>.jsonl) in {val_dir}")
     step, path = max(files)
@@ -72,8 +82,11 @@ def step_metrics(metrics_path: Path) -> list[dict[str, Any]]:
             continue
         obj = json.loads(line)
         data = obj.get("data", {})
-        kept = {k: float(v) for k, v in data.items()
-                if k.startswith(METRIC_PREFIXES) and isinstance(v, (int, float)) and math.isfinite(float(v))}  # fmt: skip
+        kept = {
+            k: float(v)
+            for k, v in data.items()
+            if k.startswith(METRIC_PREFIXES) and isinstance(v, (int, float)) and math.isfinite(float(v))
+        }
         if kept:
             out.append({"step": int(obj["step"]), **kept})
     return out

@@ -2,10 +2,11 @@
 
 Success of sample j of problem p in the run (arm a, seed s) is Bernoulli with
 
-    logit P = base + arm_effect[a] + seed_sd * z_s,a + problem_sd * z_p - horizon_slope * (H_p - 2) - fault_cost * F_p
+    logit P = base + arm_effect[a] + seed_sd * z_{s,a} + problem_sd * z_p
+              - horizon_slope * (H_p - 2) - fault_cost * F_p
 
-(``z`` standard normal; the seed term is drawn per (arm, seed): run-to-run noise). Every row also
-carries ``horizon``, ``faults``, ``fault_type`` and ``recovered``, and each run an event-study block.
+(``z`` standard normal; the seed term is drawn per (arm, seed): run-to-run noise). Every row
+also carries ``horizon``, ``faults``, ``fault_type`` and ``recovered``; each sod run an event block.
 
     python -m verl_sod.study.synthetic OUT_DIR [--seed 0]
 """
@@ -44,15 +45,23 @@ class SyntheticStudy:
 
 
 def spec_dict(sy: SyntheticStudy) -> dict[str, Any]:
-    arms = [{"name": a, "preset": "grpo"} if a == "grpo" else {"name": a, "preset": "sod", "weighting":
-             "divergence" if a == "sod" else "uniform"} for a in sy.arm_effect]  # fmt: skip
+    arms = [
+        {"name": a, "preset": "grpo"}
+        if a == "grpo"
+        else {"name": a, "preset": "sod", "weighting": "divergence" if a == "sod" else "uniform"}
+        for a in sy.arm_effect
+    ]
     names = list(sy.arm_effect)
     return {
-        "name": "synthetic", "task": {"name": "chain_calc"}, "arms": arms, "seeds": list(range(sy.seeds)),
-        "train": {"steps": 2}, "evaluation": {"problems": sy.problems, "samples": sy.samples},
+        "name": "synthetic",
+        "task": {"name": "chain_calc"},
+        "arms": arms,
+        "seeds": list(range(sy.seeds)),
+        "train": {"steps": 2},
+        "evaluation": {"problems": sy.problems, "samples": sy.samples},
         "primary": {"where": {"horizon": 8, "faults": True}},
         "contrasts": [[names[i], names[j]] for i in range(len(names)) for j in range(i + 1, len(names))][:3],
-    }  # fmt: skip
+    }
 
 
 def _events(rng: np.random.Generator) -> dict[str, Any]:
@@ -62,8 +71,13 @@ def _events(rng: np.random.Generator) -> dict[str, Any]:
         counts = rng.integers(5, 20, n)
         d = np.array([0.1 + (jump if o in (0, 1) else 0.0) for o in OFFSETS])
         w = np.clip(1.0 / (1.0 + d), 0, 1.2)
-        out[group] = {"events": int(counts[2]), "n": counts.tolist(), "d": (d * counts).tolist(),
-                      "w": (w * counts).tolist(), "w_applied": (w * counts).tolist()}  # fmt: skip
+        out[group] = {
+            "events": int(counts[2]),
+            "n": counts.tolist(),
+            "d": (d * counts).tolist(),
+            "w": (w * counts).tolist(),
+            "w_applied": (w * counts).tolist(),
+        }
     return out
 
 
@@ -79,19 +93,44 @@ def summaries(sy: SyntheticStudy, spec: StudySpec, seed: int = 0) -> dict[str, d
             z = rng.normal()
             rows = []
             for p in range(sy.problems):
-                logit = (sy.base + sy.arm_effect[arm.name] + sy.seed_sd * z + sy.problem_sd * z_p[p]
-                         - sy.horizon_slope * (horizon[p] - 2) - sy.fault_cost * faults[p])  # fmt: skip
+                logit = (
+                    sy.base
+                    + sy.arm_effect[arm.name]
+                    + sy.seed_sd * z
+                    + sy.problem_sd * z_p[p]
+                    - sy.horizon_slope * (horizon[p] - 2)
+                    - sy.fault_cost * faults[p]
+                )
                 prob = 1.0 / (1.0 + math.exp(-logit))
                 for _ in range(sy.samples):
                     ok = float(rng.random() < prob)
-                    rows.append({"problem": f"p{p:04d}", "score": ok, "acc": ok, "horizon": int(horizon[p]),
-                                 "faults": bool(faults[p]), "fault_type": str(ftype[p]) if faults[p] else "none",
-                                 "recovered": float(ok) if faults[p] else 0.0})  # fmt: skip
+                    rows.append(
+                        {
+                            "problem": f"p{p:04d}",
+                            "score": ok,
+                            "acc": ok,
+                            "horizon": int(horizon[p]),
+                            "faults": bool(faults[p]),
+                            "fault_type": str(ftype[p]) if faults[p] else "none",
+                            "recovered": float(ok) if faults[p] else 0.0,
+                        }
+                    )
             rid = run_id(arm.name, s)
-            out[rid] = {"run": rid, "arm": arm.name, "seed": s, "preset": arm.preset, "weighting": arm.weighting,
-                        "task": spec.task.name, "steps": spec.train.steps, "overrides": [], "seconds": 60.0,
-                        "validation_step": 2, "validation": rows, "metrics": [],
-                        "events": _events(rng) if arm.preset == "sod" else None}  # fmt: skip
+            out[rid] = {
+                "run": rid,
+                "arm": arm.name,
+                "seed": s,
+                "preset": arm.preset,
+                "weighting": arm.weighting,
+                "task": spec.task.name,
+                "steps": spec.train.steps,
+                "overrides": [],
+                "seconds": 60.0,
+                "validation_step": 2,
+                "validation": rows,
+                "metrics": [],
+                "events": _events(rng) if arm.preset == "sod" else None,
+            }
     return out
 
 
@@ -108,7 +147,9 @@ def write(out_dir: str | Path, sy: SyntheticStudy = SyntheticStudy(), seed: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m verl_sod.study.synthetic", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m verl_sod.study.synthetic", description=__doc__.split("\n")[0]
+    )
     ap.add_argument("out")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
