@@ -176,7 +176,8 @@ def events(spec: StudySpec, summaries: dict) -> dict[str, Any]:
                 total = np.sum([e[group][v] for e in ev], axis=0)
                 g[v] = np.where(n > 0, total / np.maximum(n, 1), np.nan).tolist()
             arm_out[group] = g
-        out[arm.name] = arm_out
+        if arm_out["recovered"]["events"] + arm_out["not_recovered"]["events"]:
+            out[arm.name] = arm_out
     return out
 
 
