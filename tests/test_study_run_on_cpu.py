@@ -168,3 +168,45 @@ def test_cli_bad_spec_exits_2(tmp_path, capsys):
     bad.write_text(yaml.safe_dump(_spec(seeds=[])))
     assert main(["run", str(bad)]) == 2
     assert f"{bad}: seeds: must be a non-empty list" in capsys.readouterr().err
+
+
+def test_final_validation_reads_the_last_dump(tmp_path):
+    from verl_sod.study.summary import final_validation, problem_key
+
+    val = tmp_path / "val"
+    val.mkdir()
+    row = {"input": "q", "output": "o", "gts": "3", "score": 1.0, "step": 2, "acc": 1.0, "horizon": 8,
+           "faults": True, "uid": "u_0_0", "reward": 1.0, "blob": "x" * 100}  # fmt: skip
+    (val / "0.jsonl").write_text(json.dumps({**row, "score": 0.0}) + "\n")
+    (val / "12.jsonl").write_text(json.dumps(row) + "\n")
+    (val / "junk.jsonl").write_text("not json\n")
+    step, rows = final_validation(val)
+    assert step == 12
+    assert rows == [{"problem": problem_key("q"), "score": 1.0, "acc": 1.0, "horizon": 8, "faults": True}]
+
+
+def test_event_sums_match_a_loop_oracle(tmp_path):
+    from dataclasses import replace
+
+    from verl_sod.report.records import load_records, tool_counts
+    from verl_sod.report.synthetic import SyntheticSpec, generate
+    from verl_sod.study.summary import OFFSETS, event_sums
+
+    run = generate(tmp_path / "run", replace(SyntheticSpec(), train_steps=2, batch=40, p_error=0.3), seed=5)
+    ev = event_sums(run)
+    want = {g: {"events": 0, "n": [0] * 7, "d": [0.0] * 7} for g in ("recovered", "not_recovered")}
+    for t in load_records(run).trajectories:
+        ks = [s.k for s in t.steps if s.outcome in ("error", "timeout")]
+        if not ks:
+            continue
+        g = want["recovered" if tool_counts(t)[2] else "not_recovered"]
+        g["events"] += 1
+        for i, off in enumerate(OFFSETS):
+            for s in t.steps:
+                if s.k == ks[0] + off:
+                    g["n"][i] += 1
+                    g["d"][i] += s.d
+    for g in want:
+        assert ev[g]["events"] == want[g]["events"] > 0 and ev[g]["n"] == want[g]["n"]
+        assert ev[g]["d"] == pytest.approx(want[g]["d"])
+    assert event_sums(tmp_path / "nothing_here") is None
