@@ -210,3 +210,14 @@ def test_event_sums_match_a_loop_oracle(tmp_path):
         assert ev[g]["events"] == want[g]["events"] > 0 and ev[g]["n"] == want[g]["n"]
         assert ev[g]["d"] == pytest.approx(want[g]["d"])
     assert event_sums(tmp_path / "nothing_here") is None
+
+
+def test_final_validation_keeps_the_last_output_of_a_session(tmp_path):
+    from verl_sod.study.summary import final_validation
+
+    (tmp_path / "3.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"input": "q", "score": 0.0, "uid": "abc_0_0"}, {"input": "q", "score": 1.0, "uid": "abc_0_1"},
+        {"input": "q", "score": 0.5, "uid": "abc_1_0"}, {"input": "q", "score": 0.25},
+    ]))  # fmt: skip
+    _, rows = final_validation(tmp_path)
+    assert sorted(r["score"] for r in rows) == [0.25, 0.5, 1.0]

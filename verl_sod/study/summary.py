@@ -59,8 +59,8 @@ def final_validation(val_dir: Path) -> tuple[int, list[dict[str, Any]]]:
     if not files:
         raise ReportError(f"no validation dump (<step>.jsonl) in {val_dir}")
     step, path = max(files)
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    sessions: dict[str, tuple[int, dict[str, Any]]] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
         if not line.strip():
             continue
         raw = json.loads(line)
@@ -68,8 +68,19 @@ def final_validation(val_dir: Path) -> tuple[int, list[dict[str, Any]]]:
         row.update({k: v for k, v in raw.items() if k not in DUMP_COLUMNS and _scalar(v)})
         if "score" in raw and _scalar(raw["score"]):
             row["score"] = raw["score"]
-        rows.append(row)
-    return step, rows
+        session, index = _session(str(raw.get("uid", "")), n)
+        if session not in sessions or index > sessions[session][0]:
+            sessions[session] = (index, row)
+    return step, [row for _, row in sessions.values()]
+
+
+def _session(uid: str, line: int) -> tuple[str, int]:
+    """``(session, index)`` of a dump key ``{prompt uid}_{sample}_{index}``: verl dumps every output
+    of a session; one sample is its last output. A key of another form is its own session."""
+    head, _, index = uid.rpartition("_")
+    if head and index.isdigit() and "_" in head:
+        return head, int(index)
+    return f"\0line{line}", 0
 
 
 def step_metrics(metrics_path: Path) -> list[dict[str, Any]]:
