@@ -221,3 +221,15 @@ def test_final_validation_keeps_the_last_output_of_a_session(tmp_path):
     ]))  # fmt: skip
     _, rows = final_validation(tmp_path)
     assert sorted(r["score"] for r in rows) == [0.25, 0.5, 1.0]
+
+
+def test_dry_run_lists_runs_and_launches_nothing(tmp_path, capsys, monkeypatch):
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(_spec()))
+    fake = FakeLauncher()
+    monkeypatch.setattr("verl_sod.study.run.default_launcher", fake)
+    assert main(["run", str(spec_path), "--out", str(tmp_path / "s"), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [x.split(" ", 1)[0] for x in lines] == ["grpo-seed0", "sod-seed0", "grpo-seed1", "sod-seed1"]
+    assert "[to run]" in lines[0] and "data.seed=1" in lines[2] and fake.calls == []
+    assert not (tmp_path / "s").exists()

@@ -1,4 +1,4 @@
-"""CLI: ``python -m verl_sod.study run SPEC.yaml [--out DIR]`` and ``python -m verl_sod.study report DIR``.
+"""CLI: ``python -m verl_sod.study run SPEC.yaml [--out DIR] [--dry-run]`` and ``... report DIR``.
 
 Exit codes: 0 done, 1 a run failed (the study can be resumed), 2 bad input (spec, directory).
 """
@@ -19,6 +19,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run (or resume) every arm x seed of a study spec")
     r.add_argument("spec", help="study spec YAML (docs/studies/*/spec.yaml)")
     r.add_argument("--out", default=None, help="study directory (default outputs/studies/<name>)")
+    r.add_argument("--dry-run", action="store_true", help="print every run and its overrides, run nothing")
     p = sub.add_parser("report", help="paired contrasts, tables and plots from a study directory")
     p.add_argument("dir", help="study directory (holds spec.yaml and summaries/)")
     p.add_argument("--out", default=None, help="report directory (default DIR/report)")
@@ -29,10 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "run":
-            from verl_sod.study.run import run_study
+            from verl_sod.study.run import plan, run_study
 
             spec = load_spec(args.spec)
-            run_study(spec, Path(args.out) if args.out else Path("outputs/studies") / spec.name)
+            out = Path(args.out) if args.out else Path("outputs/studies") / spec.name
+            if args.dry_run:
+                print("\n".join(plan(spec, out)))
+            else:
+                run_study(spec, out)
         else:
             from verl_sod.study.report import write_report
 

@@ -150,6 +150,18 @@ def run_one(spec: StudySpec, arm: Arm, seed: int, out: Path, launch: Launcher) -
     return summary
 
 
+def plan(spec: StudySpec, out: Path) -> list[str]:
+    """One line per run: its id, whether it is done, and the overrides it gets (``--dry-run``)."""
+    done = done_summaries(out)
+    lines = []
+    for arm, seed in spec.runs():
+        rid = run_id(arm.name, seed)
+        extra = run_overrides(spec, arm, seed, (out / "runs" / rid).resolve())
+        state = "done" if rid in done else "to run"
+        lines.append(f"{rid} [{state}]: preset={arm.preset} task={spec.task.name} " + " ".join(extra))
+    return lines
+
+
 def say_flush(line: str) -> None:
     print(line, flush=True)
 
