@@ -165,7 +165,10 @@ def plot_events(events: dict[str, Any], path: Path) -> Path | None:
                 lab = f"{a}, {group.replace('_', ' ')} ({g['events']} events)"
                 a0.plot(off, g["d"], style, marker="o", color=colors[a], label=lab)
                 a1.plot(off, g["w_applied"], style, marker="o", color=colors[a], label=lab)
+        offsets = events[arms[0]]["offsets"]
         for ax, ylab in ((a0, "mean d_k (nats/token)"), (a1, "mean applied weight w_k")):
+            ax.set_xticks(offsets)
+            ax.set_xlim(min(offsets) - 0.5, max(offsets) + 0.5)
             ax.axvline(0, color="tab:red", linewidth=1)
             ax.set_xlabel("offset k − k_fault (0 = first failed call)")
             ax.set_ylabel(ylab)
