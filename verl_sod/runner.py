@@ -69,15 +69,21 @@ def run_train(
     log_name: str = "train.log",
     echo: EchoFn | None = progress_line,
     env: dict[str, str] | None = None,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
+    keep_metrics: bool = False,
 ) -> RunResult:
     """Run ``python -m verl_sod.train *args`` in ``out_dir``; metrics go to ``out_dir/metrics.jsonl``.
 
     Every output line goes to ``out_dir/<log_name>``; ``echo(line)`` decides what reaches the console.
+    ``on_start(proc)`` is called once the process runs (it is in its own session, so a signal can
+    reach the whole run); ``keep_metrics=True`` keeps an earlier ``metrics.jsonl`` for a resumed run
+    (the launcher merges it, see :mod:`verl_sod.resume`).
     """
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     metrics_path, log_path = out / "metrics.jsonl", out / log_name
-    metrics_path.unlink(missing_ok=True)
+    if not keep_metrics:
+        metrics_path.unlink(missing_ok=True)
     env = {**os.environ, **(env or {}), "VERL_FILE_LOGGER_PATH": str(metrics_path), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "verl_sod.train", *args]
     t0 = time.time()
@@ -85,9 +91,17 @@ def run_train(
         log.write(" ".join(cmd) + "\n")
         log.flush()
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=out
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=out,
+            start_new_session=on_start is not None,
         )
         assert proc.stdout is not None
+        if on_start is not None:
+            on_start(proc)
         for line in proc.stdout:
             log.write(line)
             shown = echo(line) if echo else None
