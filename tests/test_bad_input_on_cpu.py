@@ -7,6 +7,7 @@ preparation, and scoring / evaluation reports.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
@@ -17,6 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from verl_sod import preflight_files
+from verl_sod.data import prepare as prepare_mod
+from verl_sod.data.prepare import prepare
 from verl_sod.preflight import ConfigError, LaunchContext, given_keys, preflight, required_keys
 from verl_sod.tiny import assets
 
@@ -279,3 +282,193 @@ def test_launch_case(files, monkeypatch, caplog, case, recipe, drop, add, error)
 
 def test_recipe_markers_are_found():
     assert set(required_keys(RECIPE)) >= {"data.train_files", "data.val_files", TOOL, f"{DIST}.model_path"}
+
+
+# ---------------------------------------------------------------- data preparation
+GOOD = {"Problem": "How many toy widgets?", "Answer": 7}
+
+
+def _jsonl_with_bad_byte(path: Path) -> Path:
+    lines = [json.dumps(GOOD).encode(), b'{"Problem": "caf\xe9?", "Answer": 1}', json.dumps(GOOD).encode()]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def _json_with_bad_byte(path: Path) -> Path:
+    path.write_bytes(b'[{"Problem": "caf\xe9?", "Answer": 1}]')
+    return path
+
+
+def _wrong_schema(path: Path) -> Path:
+    pq.write_table(pa.Table.from_pylist([{"problem": f"p{i}", "answer": i} for i in range(50)]), path)
+    return path
+
+
+def _not_parquet(path: Path) -> Path:
+    path.write_bytes(b"this is not parquet")
+    return path
+
+
+# (issue case, input builder, output is a file?, status, stderr regex, rows written)
+DATA_CASES = [
+    (
+        "non-utf8-byte-jsonl",
+        lambda p: _jsonl_with_bad_byte(p / "in.jsonl"),
+        False,
+        0,
+        r"bad row 1: not UTF-8",
+        2,
+    ),
+    (
+        "non-utf8-byte-json",
+        lambda p: _json_with_bad_byte(p / "in.json"),
+        False,
+        2,
+        r"error: .*byte 14 \(line 1\) is not UTF-8",
+        0,
+    ),
+    (
+        "missing-input",
+        lambda p: p / "missing.parquet",
+        False,
+        2,
+        r"error: --input .*missing.parquet: no such file",
+        0,
+    ),
+    (
+        "output-is-a-file",
+        lambda p: _jsonl_with_bad_byte(p / "in.jsonl"),
+        True,
+        2,
+        r"error: --output .*: exists and is not a directory",
+        0,
+    ),
+    (
+        "wrong-schema",
+        lambda p: _wrong_schema(p / "aime25.parquet"),
+        False,
+        2,
+        r"error: .*missing \['Answer', 'Problem'\]",
+        0,
+    ),
+    (
+        "unreadable-parquet",
+        lambda p: _not_parquet(p / "in.parquet"),
+        False,
+        2,
+        r"error: --input .*not a readable parquet",
+        0,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "build", "out_is_file", "status", "err_re", "written"),
+    DATA_CASES,
+    ids=[c[0] for c in DATA_CASES],
+)
+def test_data_case(tmp_path, capsys, case, build, out_is_file, status, err_re, written):
+    src = build(tmp_path)
+    out = tmp_path / "out"
+    if out_is_file:
+        out.write_text("a file")
+    code, report = prepare("aime2024", src, out)
+    err = capsys.readouterr().err
+    assert code == status, err
+    assert re.search(err_re, err), err
+    assert len(err.strip().splitlines()) == 1, err  # one line, not one per row
+    assert report.written == written
+    if not out_is_file:
+        assert written or not out.exists() or not list(out.iterdir()), "output created on a failed run"
+        assert not list(tmp_path.rglob("*.tmp")), "temporary file left behind"
+    if written:
+        assert pq.read_table(out / "aime2024.parquet").num_rows == written
+
+
+def test_no_tmp_left_when_the_run_crashes_mid_write(tmp_path, monkeypatch):
+    """A crash after a chunk reached NAME.parquet.tmp: the exception propagates, the tmp file goes."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(GOOD) + "\n" for _ in range(300)))
+    convert, split = prepare_mod.CONVERTERS["aime2024"]
+    seen = []
+
+    def crashing(index, row, opts):
+        if index == 290:
+            seen.extend(tmp_path.rglob("*.tmp"))
+            raise RuntimeError("disk gone")
+        return convert(index, row, opts)
+
+    monkeypatch.setitem(prepare_mod.CONVERTERS, "aime2024", (crashing, split))
+    with pytest.raises(RuntimeError, match="disk gone"):
+        prepare("aime2024", src, tmp_path / "out")
+    assert seen, "the crash came before any chunk was written: the test proves nothing"
+    assert not list(tmp_path.rglob("*.tmp"))
+    assert not (tmp_path / "out" / "aime2024.parquet").exists()
+
+
+# ---------------------------------------------------------------- scoring and reports
+def _dump(path: Path, lines: list[str]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "4.jsonl").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _line(uid: str, score: float | None = 1.0, output: str | None = "\\boxed{1}") -> str:
+    record = {"uid": uid, "input": "q", "gts": "1", "step": 4, "data_source": "AIME2024"}
+    if score is not None:
+        record["score"] = score
+    if output is not None:
+        record["output"] = output
+    return json.dumps(record)
+
+
+# (issue case, dump lines, samples kept, skipped reason regex)
+SCORE_CASES = [
+    (
+        "truncated-line",
+        [_line("p1_0_0"), _line("p1_1_0")[:30], _line("p2_0_0", 0.0)],
+        2,
+        r"4.jsonl:2: not valid JSON",
+    ),
+    ("line-without-output", [_line("p1_0_0"), _line("p2_0_0", output=None)], 1, r"4.jsonl:2: no 'output'"),
+    (
+        "line-without-score",
+        [_line("p1_0_0"), _line("p2_0_0", score=None)],
+        1,
+        r"4.jsonl:2: no numeric 'score'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "lines", "kept", "reason"), SCORE_CASES, ids=[c[0] for c in SCORE_CASES])
+def test_score_case(tmp_path, caplog, case, lines, kept, reason):
+    from verl_sod.eval.__main__ import main
+
+    caplog.set_level(logging.WARNING)
+    dump = _dump(tmp_path / "gen", lines)
+    assert main(["score", "--generations", str(dump), "--out", str(tmp_path / "rep")]) == 0
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["samples"] == kept
+    assert re.search(reason, caplog.text), caplog.text
+    assert len(report["skipped_lines"]) == 1 and re.search(
+        reason, report["skipped_lines"][0]["where"] + ": " + report["skipped_lines"][0]["reason"]
+    )
+    assert "dump lines were skipped" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_score_with_no_usable_line_is_one_error(tmp_path, capsys):
+    from verl_sod.eval.__main__ import main
+
+    dump = _dump(tmp_path / "gen", [_line("p1_0_0")[:20]])
+    assert main(["score", "--generations", str(dump), "--out", str(tmp_path / "rep")]) == 2
+    assert re.search(
+        r"^error: no usable sample in .*4.jsonl \(1 lines skipped\)", capsys.readouterr().err, re.M
+    )
+
+
+@pytest.mark.parametrize("truth", [None, "", []], ids=["none", "empty", "empty-list"])
+def test_math_without_ground_truth_says_why(truth):
+    from verl_sod.rewards import compute_score
+
+    result = compute_score("AIME2024", "so \\boxed{42}", truth)
+    assert result["score"] == 0.0 and "no ground truth for data_source 'AIME2024'" in result["error"]
