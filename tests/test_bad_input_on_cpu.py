@@ -324,7 +324,7 @@ DATA_CASES = [
         lambda p: _json_with_bad_byte(p / "in.json"),
         False,
         2,
-        r"error: .*byte 14 \(line 1\) is not UTF-8",
+        r"error: .*byte 17 \(line 1\) is not UTF-8",
         0,
     ),
     (

@@ -152,11 +152,14 @@ def run_cpu_training(
     recipe: bool = False,
     env: dict[str, str] | None = None,
     task: str = "chain_calc",
+    on_start: Callable[[subprocess.Popen], None] | None = None,
+    keep_metrics: bool = False,
 ) -> RunResult:
     """Run ``preset`` on ``task`` for ``steps`` steps on CPU with the task's tiny models.
 
     ``recipe=True`` launches ``recipes/<preset>/<preset>.yaml`` scaled down by ``platform=cpu
     task=<task>`` (the CPU variant of the paper recipe) instead of the preset alone.
+    ``on_start`` and ``keep_metrics`` are passed to :func:`run_train`.
     """
     from verl_sod.tasks import load_task
 
@@ -167,4 +170,6 @@ def run_cpu_training(
         *cpu_overrides(preset, task, inputs, steps, validate, recipe),
         *(extra or []),
     ]
-    return run_train(args, out, echo=progress_line if echo else None, env=env)
+    return run_train(
+        args, out, echo=progress_line if echo else None, env=env, on_start=on_start, keep_metrics=keep_metrics
+    )
