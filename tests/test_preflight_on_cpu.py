@@ -128,3 +128,25 @@ def test_launcher_stops_a_broken_config_before_ray():
     assert proc.returncode != 0
     assert "ConfigError" in proc.stderr and "preset=sod" in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr + proc.stdout
+
+
+RECIPE_ARGS = ["--config-dir", "recipes/sod", "--config-name", "sod"]
+
+
+def test_check_stops_a_recipe_without_its_required_keys_in_one_line():
+    proc = _launch(*RECIPE_ARGS, "--check")
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ConfigError: data.train_files is required by ") and "recipes/sod/sod.yaml" in last
+    assert "Traceback" not in proc.stderr and "Started a local Ray instance" not in proc.stdout + proc.stderr
+
+
+def test_check_prints_the_resolved_config_and_what_would_run(models):
+    cpu = [p for p in _paths(models) if "attn_implementation" not in p]  # platform=cpu sets eager
+    proc = _launch("preset=sod", "platform=cpu", "--check", *cpu)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"train_files: {models['data']}" in proc.stdout  # the resolved config
+    assert "What would run:" in proc.stdout and "loss_mode=sod" in proc.stdout
+    assert f"data.train_files: {models['data']} (1 rows)" in proc.stdout
+    assert "Preflight passed" in proc.stdout
+    assert "Started a local Ray instance" not in proc.stdout + proc.stderr
