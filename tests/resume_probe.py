@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 
+# verl imports this module before its plugins (VERL_USE_EXTERNAL_MODULES comes first in
+# verl/__init__): register verl_sod (the cpu platform above all) before verl's trainer imports.
+import verl_sod.register  # noqa: F401  isort: skip
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 
 from verl_sod.diagnostics.trainer import SODRecordsTrainer
