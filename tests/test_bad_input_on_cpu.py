@@ -17,10 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from verl_sod import preflight_files
 from verl_sod.data import prepare as prepare_mod
 from verl_sod.data.prepare import prepare
 from verl_sod.preflight import ConfigError, LaunchContext, given_keys, preflight, required_keys
+from verl_sod.preflight import files as preflight_files
 from verl_sod.tiny import assets
 
 ROOT = Path(__file__).resolve().parents[1]

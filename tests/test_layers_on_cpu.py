@@ -20,9 +20,9 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"fields"}),
     frozenset({"algos", "sandbox", "tiny", "report", "cpu"}),
     frozenset({"agent", "rewards", "tools", "diagnostics", "config"}),
-    frozenset({"tasks", "data"}),
+    frozenset({"tasks", "data", "presets"}),
     frozenset({"runner", "eval", "study"}),
-    frozenset({"demo", "presets", "preflight", "doctor"}),
+    frozenset({"demo", "preflight", "doctor", "summary", "resume"}),
     frozenset({"register", "train", "__main__", "__init__"}),
 )
 
@@ -48,8 +48,11 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("verl_sod")}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("verl_sod"):
-            found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names if _is_module(f"{node.module}.{a.name}")}
+            # ``from pkg import submodule`` depends on the submodule; any other name, on ``pkg`` itself
+            subs = {f"{node.module}.{a.name}" for a in node.names if _is_module(f"{node.module}.{a.name}")}
+            found |= subs
+            if len(subs) < len(node.names):
+                found.add(node.module)
     return found
 
 
@@ -92,6 +95,33 @@ def test_no_import_runs_upwards():
 
 def test_no_import_circle_between_units():
     graph = _graph()
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                raise AssertionError("import circle: " + " -> ".join([*stack, node, nxt]))
+            if nxt not in state:
+                visit(nxt, [*stack, node])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+
+
+def _module_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        src = _module_name(path)
+        graph[src] = {m for m in _imports(path) if _is_module(m) and m != src}
+    return graph
+
+
+def test_no_import_circle_between_modules():
+    """Inside a package too: a module may import its package's ``__init__`` only if that does not import it."""
+    graph = _module_graph()
     state: dict[str, int] = {}
 
     def visit(node: str, stack: list[str]) -> None:

@@ -11,19 +11,24 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from verl_sod import preflight_files as files
+from verl_sod.preflight import files
+from verl_sod.preflight.errors import ConfigError, verl_default
 
+__all__ = [
+    "ConfigError",
+    "LaunchContext",
+    "given_keys",
+    "preflight",
+    "primary_config_file",
+    "required_keys",
+    "verl_default",
+]
 logger = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot train; the message says how to fix it."""
 
 
 def _check_sod_needs_distillation(config: DictConfig) -> None:
@@ -218,19 +223,6 @@ ALTERNATIVES = {
         "actor_rollout_ref.rollout.multi_turn.function_tool_path",
     ),
 }
-
-
-@cache
-def _verl_defaults() -> DictConfig:
-    from importlib import resources
-
-    return OmegaConf.load(str(resources.files("verl.trainer.config") / "_generated_ppo_trainer.yaml"))
-
-
-def verl_default(key: str) -> Any:
-    """The value of ``key`` in verl 0.9.1's own ppo_trainer defaults (None if it has none)."""
-    value = OmegaConf.select(_verl_defaults(), key, default=None, throw_on_resolution_failure=False)
-    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 def _is_set(config: DictConfig, key: str, context: LaunchContext) -> bool:

@@ -16,6 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
+from verl_sod.preflight.errors import ConfigError, verl_default
+
 logger = logging.getLogger(__name__)
 
 #: opt-out of the teacher/student tokenizer comparison when a model cannot be found locally
@@ -24,7 +26,6 @@ PREPARE_HINT = "prepare one with `python -m verl_sod.data prepare NAME --input F
 
 
 def _error(message: str) -> Exception:
-    from verl_sod.preflight import ConfigError
 
     return ConfigError(message)
 
@@ -153,7 +154,6 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _verl_default(key: str) -> Any:
-    from verl_sod.preflight import verl_default
 
     return verl_default(key)
 
