@@ -280,7 +280,7 @@ class HangingExecutor:
 
     def run_sync(self, code: str, stdin: str | None, timeout_s: float) -> FakeResult:
         self.calls += 1
-        self.release.wait()
+        self.release.wait(timeout=60)  # bounded, so that a reward without a deadline fails, not hangs
         return FakeResult("ok", "", "", 0, 0.0)
 
 

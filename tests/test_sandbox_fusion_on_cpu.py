@@ -170,10 +170,10 @@ def test_server_that_never_answers_is_bounded_by_one_deadline() -> None:
 def test_retries_stop_at_the_deadline(fake: tuple[str, FakeFusion]) -> None:
     """Back-off that would run past the deadline is not slept: the call ends at its deadline."""
     url, state = fake
-    with _sandbox(url, fusion_retries=20, fusion_backoff_s=0.4, fusion_http_slack_s=1.0) as sb:
+    with _sandbox(url, fusion_retries=6, fusion_backoff_s=0.4, fusion_http_slack_s=1.0) as sb:
         r = sb.run_sync("ALWAYS504 #deadline", timeout_s=0.25)  # deadline 1.5 s: tries at 0, 0.4, 1.2 s
     assert r.status == "sandbox_error" and "deadline of 1.5 s" in r.stderr and "HTTP 504" in r.stderr
-    assert 1 <= state.attempts["deadline"] <= 3  # 3 unless the machine is slow; never 21
+    assert 1 <= state.attempts["deadline"] <= 3  # 3 unless the machine is slow; 7 without the deadline
 
 
 def test_call_deadline_matches_the_documented_bound() -> None:
