@@ -36,7 +36,7 @@ class SandboxConfig:
     - ``max_open_files``: RLIMIT_NOFILE.
     - ``max_workdir_mb`` / ``max_workdir_files``: a run whose work directory (``/work``, ``/tmp``
       and ``/dev/shm`` inside bubblewrap) grows past this many MiB or entries is killed. Checked
-      every ``WATCH_INTERVAL_S`` (0.25 s), so a fast writer can overshoot by what it writes in that
+      every ``cleanup.WATCH_INTERVAL_S`` (0.25 s), so a fast writer can overshoot by what it writes in that
       time (RLIMIT_FSIZE still caps each file).
     - ``max_output_bytes``: bytes of stdout and of stderr kept; the rest is replaced by a
       ``...[truncated N bytes]`` marker (both backends).
