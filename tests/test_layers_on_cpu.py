@@ -120,7 +120,7 @@ def _module_graph() -> dict[str, set[str]]:
 
 
 def test_no_import_circle_between_modules():
-    """Inside a package too: a module may import its package's ``__init__`` only if that does not import it."""
+    """Inside a package too: no module imports one that (indirectly) imports it back."""
     graph = _module_graph()
     state: dict[str, int] = {}
 
