@@ -37,6 +37,7 @@ from verl_sod.sandbox.isolation import (
     sandbox_env,
     uses_slot_uid,
 )
+from verl_sod.sandbox.procs import kill_uid
 from verl_sod.sandbox.slots import hold_slot
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ def probe_once(level: str, cfg: SandboxConfig) -> ProbeOutcome:
                 start_new_session=True,
             )
         except subprocess.TimeoutExpired:
+            if uid is not None:
+                kill_uid(uid)  # before the slot's lock is released: leave nothing to its next owner
             return ProbeOutcome(f"probe did not finish within {PROBE_TIMEOUT_S:.0f} s", conclusive=False)
         except OSError as exc:
             return ProbeOutcome(f"probe failed to start: {exc}")
