@@ -395,3 +395,108 @@ def test_sod_loss_reports_explicit_step_ids_and_tool_stats(tok):
     assert metrics["sod/explicit_step_ids"].aggregate() == 1.0
     assert metrics["agent/tool_calls_per_traj"].aggregate() == pytest.approx((7 + 1) / 2)
     assert metrics["agent/traj_recovered_frac"].aggregate() == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------------- time-outs do not count queueing
+class SlotSandbox:
+    """A sandbox with ``slots`` slots. Its slots are first held by an occupier that lets go only
+    once all ``expected`` runs are queued and then ``hold_s`` more seconds have passed, so every run
+    queues longer than ``hold_s``. In its slot a run takes ``work_s``; code with ``while True``
+    never finishes (a genuine time-out)."""
+
+    def __init__(self, slots: int, expected: int, hold_s: float, work_s: float) -> None:
+        self.slots, self.expected, self.hold_s, self.work_s = slots, expected, hold_s, work_s
+        self.entered = 0
+        self.all_queued = asyncio.Event()
+        self.sem: asyncio.Semaphore | None = None
+
+    async def occupy(self) -> asyncio.Future:
+        """Take every slot now; return the task that gives them back (see the class docstring)."""
+        self.sem = asyncio.Semaphore(self.slots)
+        for _ in range(self.slots):
+            await self.sem.acquire()
+        return asyncio.ensure_future(self._release())
+
+    async def _release(self) -> None:
+        await self.all_queued.wait()
+        await asyncio.sleep(self.hold_s)
+        for _ in range(self.slots):
+            self.sem.release()
+
+    async def run(self, code, stdin=None, timeout_s=None, on_slot_acquired=None) -> SandboxResult:
+        self.entered += 1
+        if self.entered == self.expected:
+            self.all_queued.set()
+        async with self.sem:
+            if on_slot_acquired is not None:
+                on_slot_acquired()
+            if "while True" in code:
+                await asyncio.Event().wait()
+            await asyncio.sleep(self.work_s)
+            return fake_result("ok", stdout="42\n")
+
+
+def test_queueing_for_a_sandbox_slot_is_not_a_time_out(tok):
+    """64 trajectories behind 4 slots: each run works 1/20 of the time-out but queues longer than
+    the time-out. Only the run that really hangs times out; queueing is recorded apart."""
+    n, timeout = 64, 1.0
+    sandbox = SlotSandbox(slots=4, expected=n, hold_s=1.5 * timeout, work_s=timeout / 20)
+    tool = CodeInterpreterTool({"timeout_s": 1.0}, executor=sandbox)
+    hang = call("code_interpreter", {"code": "while True: pass"})
+    messages = [{"role": "user", "content": "What is 6*7? Use the tool."}]
+
+    async def trajectory(i: int):
+        server = ScriptedServer(tok, [hang if i == 0 else GOOD, "The answer is \\boxed{42}."])
+        loop = make_loop(tok, server, [tool], tool_timeout_s=timeout)
+        return await loop.run({"temperature": 1.0}, raw_prompt=messages)
+
+    async def go():
+        occupier = await sandbox.occupy()
+        outs = await asyncio.gather(*[trajectory(i) for i in range(n)])
+        await occupier
+        return outs
+
+    outs = asyncio.run(go())
+    infos = [out.extra_fields[EXTRA_FIELDS_KEY] for out in outs]
+    assert [info["step_tool_outcomes"] for info in infos] == [[TIMEOUT, NONE]] + [[OK, NONE]] * (n - 1)
+    assert [info["tool_timeouts"] for info in infos] == [1] + [0] * (n - 1)
+    calls = [info["tool_call_log"][0] for info in infos]
+    # every call queued behind the occupier for longer than the time-out: measured, not counted
+    assert all(c["queue_s"] > timeout for c in calls) and all(
+        info["tool_queue_s"] > timeout for info in infos
+    )
+    assert calls[0]["active_s"] >= timeout, "the hanging run was stopped by its own time-out"
+
+
+def test_a_tool_that_reports_no_queue_is_timed_from_the_call(tok):
+    """Executors without the slot hook (and other tools) keep the plain time-out over the whole call."""
+    sandbox = SlotSandbox(slots=1, expected=1, hold_s=0.0, work_s=0.0)
+
+    class NoHook:
+        async def run(self, code, stdin=None, timeout_s=None):
+            return await sandbox.run("while True: pass")
+
+    async def go():
+        occupier = await sandbox.occupy()
+        server = ScriptedServer(tok, [GOOD, "done"])
+        loop = make_loop(tok, server, [CodeInterpreterTool({}, executor=NoHook())], tool_timeout_s=0.2)
+        out = await loop.run({"temperature": 1.0}, raw_prompt=[{"role": "user", "content": "hi"}])
+        await occupier
+        return out
+
+    info = asyncio.run(go()).extra_fields[EXTRA_FIELDS_KEY]
+    assert info["step_tool_outcomes"] == [TIMEOUT, NONE] and info["tool_call_log"][0]["queue_s"] == 0.0
+
+
+def test_the_code_tool_reports_its_queue_time_in_its_metrics():
+    sandbox = SlotSandbox(slots=1, expected=1, hold_s=0.05, work_s=0.0)
+    tool = CodeInterpreterTool({}, executor=sandbox)
+
+    async def go():
+        occupier = await sandbox.occupy()
+        result = await tool.execute("x", {"code": "print(1)"})
+        await occupier
+        return result
+
+    _, _, metrics = asyncio.run(go())
+    assert metrics["status"] == "ok" and metrics["queue_s"] > 0

@@ -10,7 +10,9 @@ Select it per dataset row with ``agent_name = "sod_tool_agent"`` (or globally wi
 * ``ct_merge_assistant_token`` / ``ct_merge_context_msg`` and the two state handlers: mirror each
   CT merge onto step ids (see :mod:`verl_sod.agent.trace`);
 * ``_call_tool``: rejects malformed calls with an error observation, bounds every call with a
-  time-out, never lets a tool exception escape, and records each call's outcome;
+  time-out whose clock runs while the tool works, not while it waits for a sandbox slot
+  (:mod:`verl_sod.agent.clock`; queueing is recorded apart as ``queue_s``), never lets a tool
+  exception escape, and records each call's outcome;
 * ``run``: wraps verl's output into :class:`SODAgentLoopOutput` with ``sod_step_ids`` (checked
   against the final ``response_mask``), per-step outcomes and per-trajectory tool counters.
 
@@ -19,7 +21,6 @@ One agent-loop instance runs one trajectory at a time (verl instantiates one per
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -29,6 +30,7 @@ from verl.experimental.agent_loop.tool_agent_loop import AgentData, AgentState, 
 from verl.experimental.agent_loop.tool_parser import FunctionCall
 from verl.tools.schemas import ToolResponse
 
+from verl_sod.agent.clock import ToolCallClock, ToolCallTimeoutError
 from verl_sod.agent.output import SODAgentLoopOutput
 from verl_sod.agent.parser import MALFORMED_TOOL_NAME, LenientHermesParser
 from verl_sod.agent.trace import TrajectoryTrace, consistent, step_ids_from_runs
@@ -88,6 +90,7 @@ class SODToolAgentLoop(ToolAgentLoop):
             "num_steps": len(trace.turn_tokens),
             "step_tool_outcomes": outcomes,
             "tool_call_log": [vars(call) for call in trace.calls],
+            "tool_queue_s": round(sum(call.queue_s for call in trace.calls), 6),
             "step_ids_source": source,
         }
         output.extra_fields[AGENT_EXTRA_KEY] = summary
@@ -139,20 +142,22 @@ class SODToolAgentLoop(ToolAgentLoop):
         except _CallRejectedError as rejected:
             self._trace.record(name, OUTCOME_ERROR, format_error=True, detail=str(rejected))
             return ToolResponse(text=str(rejected)), 0.0, {TOOL_STATUS_KEY: "error"}
+        clock = ToolCallClock(self.tool_timeout_s)  # runs while the tool works, not while it queues
         try:
             coro = super()._call_tool(tool_call, tools_kwargs, agent_data)
-            response, reward, metrics = await asyncio.wait_for(coro, timeout=self.tool_timeout_s)
-        except asyncio.TimeoutError:
+            response, reward, metrics = await clock.run(coro)
+        except ToolCallTimeoutError:
             text = f"Error: the call to '{name}' timed out after {self.tool_timeout_s:g} s."
-            self._trace.record(name, OUTCOME_TIMEOUT, detail=text)
-            return ToolResponse(text=text), 0.0, {TOOL_STATUS_KEY: "timeout"}
+            self._trace.record(name, OUTCOME_TIMEOUT, detail=text, **_timing(clock))
+            return ToolResponse(text=text), 0.0, {TOOL_STATUS_KEY: "timeout", **_timing(clock)}
         except Exception as exc:  # a tool's release() or verl itself failed: keep the rollout going
             logger.warning("sod_tool_agent: tool %r failed outside verl's guard: %r", name, exc)
             text = f"Error: the call to '{name}' failed: {type(exc).__name__}: {exc}"
-            self._trace.record(name, OUTCOME_ERROR, detail=text)
-            return ToolResponse(text=text), 0.0, {TOOL_STATUS_KEY: "error"}
+            self._trace.record(name, OUTCOME_ERROR, detail=text, **_timing(clock))
+            return ToolResponse(text=text), 0.0, {TOOL_STATUS_KEY: "error", **_timing(clock)}
         outcome = classify_outcome(name, response, metrics)
-        self._trace.record(name, outcome, detail="" if outcome == OUTCOME_OK else (response.text or ""))
+        detail = "" if outcome == OUTCOME_OK else (response.text or "")
+        self._trace.record(name, outcome, detail=detail, **_timing(clock))
         return response, reward, metrics
 
     def _validated_call(self, tool_call: FunctionCall, agent_data: AgentData) -> FunctionCall:
@@ -180,6 +185,11 @@ class SODToolAgentLoop(ToolAgentLoop):
             arguments=json.dumps(args, ensure_ascii=False),
             tool_call_id=tool_call.tool_call_id,
         )
+
+
+def _timing(clock: ToolCallClock) -> dict[str, float]:
+    """Queueing and working time of one call, seconds (recorded apart)."""
+    return {"queue_s": round(clock.queue_s, 6), "active_s": round(clock.active_s, 6)}
 
 
 def _decode_arguments(tool_call: FunctionCall) -> dict[str, Any]:

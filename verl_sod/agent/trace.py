@@ -53,6 +53,8 @@ class ToolCallRecord:
     outcome: str
     format_error: bool = False
     detail: str = ""
+    queue_s: float = 0.0  # waiting for a sandbox slot (not counted by the time-out)
+    active_s: float = 0.0  # the call's own time (what the time-out bounds)
 
     @property
     def failed(self) -> bool:
@@ -137,8 +139,18 @@ class TrajectoryTrace:
             self.committed = self._staged_steps
         self._staged_mask, self._staged_steps = None, []
 
-    def record(self, name: str, outcome: str, format_error: bool = False, detail: str = "") -> None:
-        self.calls.append(ToolCallRecord(self.current_step, name, outcome, format_error, detail[:200]))
+    def record(
+        self,
+        name: str,
+        outcome: str,
+        format_error: bool = False,
+        detail: str = "",
+        queue_s: float = 0.0,
+        active_s: float = 0.0,
+    ) -> None:
+        self.calls.append(
+            ToolCallRecord(self.current_step, name, outcome, format_error, detail[:200], queue_s, active_s)
+        )
 
     def step_outcomes(self, num_steps: int) -> list[str]:
         """Outcome of each step's tool call(s): the most severe one, ``none`` without a call."""

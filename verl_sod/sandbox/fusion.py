@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -113,7 +114,13 @@ class SandboxFusionBackend:
         with self._lock:
             return self._sems.setdefault(loop, asyncio.Semaphore(self.cfg.fusion_max_concurrent))
 
-    async def run(self, code: str, stdin: str | None = None, timeout_s: float | None = None) -> SandboxResult:
+    async def run(
+        self,
+        code: str,
+        stdin: str | None = None,
+        timeout_s: float | None = None,
+        on_slot_acquired: Callable[[], None] | None = None,
+    ) -> SandboxResult:
         timeout = self.cfg.timeout_s if timeout_s is None else float(timeout_s)
         if not 0 < timeout <= 3600:
             raise ValueError(f"timeout_s={timeout!r} is out of range (0, 3600]")
@@ -122,6 +129,8 @@ class SandboxFusionBackend:
         loop = asyncio.get_running_loop()
         start = time.monotonic()
         async with self._semaphore():
+            if on_slot_acquired is not None:
+                on_slot_acquired()
             last = ""
             for attempt in range(self.cfg.fusion_retries + 1):
                 if attempt:
