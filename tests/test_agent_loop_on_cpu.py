@@ -395,3 +395,226 @@ def test_sod_loss_reports_explicit_step_ids_and_tool_stats(tok):
     assert metrics["sod/explicit_step_ids"].aggregate() == 1.0
     assert metrics["agent/tool_calls_per_traj"].aggregate() == pytest.approx((7 + 1) / 2)
     assert metrics["agent/traj_recovered_frac"].aggregate() == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------------- time-outs do not count queueing
+class SlotSandbox:
+    """A sandbox with ``slots`` slots. Its slots are first held by an occupier that lets go only
+    once all ``expected`` runs are queued and then ``hold_s`` more seconds have passed, so every run
+    queues longer than ``hold_s``. In its slot a run takes ``work_s``; code with ``while True``
+    never finishes (a genuine time-out)."""
+
+    def __init__(self, slots: int, expected: int, hold_s: float, work_s: float) -> None:
+        self.slots, self.expected, self.hold_s, self.work_s = slots, expected, hold_s, work_s
+        self.entered = 0
+        self.all_queued = asyncio.Event()
+        self.sem: asyncio.Semaphore | None = None
+
+    async def occupy(self) -> asyncio.Future:
+        """Take every slot now; return the task that gives them back (see the class docstring)."""
+        self.sem = asyncio.Semaphore(self.slots)
+        for _ in range(self.slots):
+            await self.sem.acquire()
+        return asyncio.ensure_future(self._release())
+
+    async def _release(self) -> None:
+        await self.all_queued.wait()
+        await asyncio.sleep(self.hold_s)
+        for _ in range(self.slots):
+            self.sem.release()
+
+    async def run(self, code, stdin=None, timeout_s=None, on_slot_acquired=None) -> SandboxResult:
+        self.entered += 1
+        if self.entered == self.expected:
+            self.all_queued.set()
+        async with self.sem:
+            if on_slot_acquired is not None:
+                on_slot_acquired()
+            if "while True" in code:
+                await asyncio.Event().wait()
+            await asyncio.sleep(self.work_s)
+            return fake_result("ok", stdout="42\n")
+
+
+def test_queueing_for_a_sandbox_slot_is_not_a_time_out(tok):
+    """64 trajectories behind 4 slots: each run works 1/20 of the time-out but queues longer than
+    the time-out. Only the run that really hangs times out; queueing is recorded apart."""
+    n, timeout = 64, 1.0
+    sandbox = SlotSandbox(slots=4, expected=n, hold_s=1.5 * timeout, work_s=timeout / 20)
+    tool = CodeInterpreterTool({"timeout_s": 1.0}, executor=sandbox)
+    hang = call("code_interpreter", {"code": "while True: pass"})
+    messages = [{"role": "user", "content": "What is 6*7? Use the tool."}]
+
+    async def trajectory(i: int):
+        server = ScriptedServer(tok, [hang if i == 0 else GOOD, "The answer is \\boxed{42}."])
+        loop = make_loop(tok, server, [tool], tool_timeout_s=timeout)
+        return await loop.run({"temperature": 1.0}, raw_prompt=messages)
+
+    async def go():
+        occupier = await sandbox.occupy()
+        outs = await asyncio.gather(*[trajectory(i) for i in range(n)])
+        await occupier
+        return outs
+
+    outs = asyncio.run(go())
+    infos = [out.extra_fields[EXTRA_FIELDS_KEY] for out in outs]
+    assert [info["step_tool_outcomes"] for info in infos] == [[TIMEOUT, NONE]] + [[OK, NONE]] * (n - 1)
+    assert [info["tool_timeouts"] for info in infos] == [1] + [0] * (n - 1)
+    calls = [info["tool_call_log"][0] for info in infos]
+    # every call queued behind the occupier for longer than the time-out: measured, not counted
+    assert all(c["queue_s"] > timeout for c in calls) and all(
+        info["tool_queue_s"] > timeout for info in infos
+    )
+    assert calls[0]["active_s"] >= timeout, "the hanging run was stopped by its own time-out"
+
+
+def test_a_tool_that_reports_no_queue_is_timed_from_the_call(tok):
+    """Executors without the slot hook (and other tools) keep the plain time-out over the whole call."""
+    sandbox = SlotSandbox(slots=1, expected=1, hold_s=0.0, work_s=0.0)
+
+    class NoHook:
+        async def run(self, code, stdin=None, timeout_s=None):
+            return await sandbox.run("while True: pass")
+
+    async def go():
+        occupier = await sandbox.occupy()
+        server = ScriptedServer(tok, [GOOD, "done"])
+        loop = make_loop(tok, server, [CodeInterpreterTool({}, executor=NoHook())], tool_timeout_s=0.2)
+        out = await loop.run({"temperature": 1.0}, raw_prompt=[{"role": "user", "content": "hi"}])
+        await occupier
+        return out
+
+    info = asyncio.run(go()).extra_fields[EXTRA_FIELDS_KEY]
+    assert info["step_tool_outcomes"] == [TIMEOUT, NONE] and info["tool_call_log"][0]["queue_s"] == 0.0
+
+
+def test_the_code_tool_reports_its_queue_time_in_its_metrics():
+    sandbox = SlotSandbox(slots=1, expected=1, hold_s=0.05, work_s=0.0)
+    tool = CodeInterpreterTool({}, executor=sandbox)
+
+    async def go():
+        occupier = await sandbox.occupy()
+        result = await tool.execute("x", {"code": "print(1)"})
+        await occupier
+        return result
+
+    _, _, metrics = asyncio.run(go())
+    assert metrics["status"] == "ok" and metrics["queue_s"] > 0
+
+
+# ---------------------------------------------------------------------- answers only vLLM gives
+class VllmLikeServer(ScriptedServer):
+    """Answers as verl's vLLM server can: per turn, ``modes[k]`` holds ``end`` (the turn ends with
+    <|im_end|>; without it the turn was cut, e.g. by max_tokens), ``nolp`` (``log_probs=None``)
+    and ``abort`` (an aborted request: no tokens, no log-probs, ``stop_reason="aborted"``)."""
+
+    def __init__(self, tok: Any, turns: list[str], modes: list[str]) -> None:
+        super().__init__(tok, turns)
+        self.modes = modes
+
+    async def generate(self, request_id: str, *, prompt_ids: list[int], sampling_params: dict, **_: Any):
+        k = len(self.generated)
+        mode = self.modes[k]
+        ids = self.tok.encode(self.turns[k], add_special_tokens=False)
+        ids = [] if "abort" in mode else ids + ([self.im_end] if "end" in mode else [])
+        self.prompts.append(list(prompt_ids))
+        self.generated.append(ids)
+        log_probs = None if ("nolp" in mode or "abort" in mode) else [-0.25] * len(ids)
+        stop = "aborted" if "abort" in mode else "completed"
+        return TokenOutput(token_ids=ids, log_probs=log_probs, stop_reason=stop, num_preempted=0)
+
+
+def run_vllm(tok: Any, turns: list[str], modes: list[str], **loop_kw: Any):
+    server = VllmLikeServer(tok, turns, modes)
+    tools = [CodeInterpreterTool({"timeout_s": 1.0}, executor=FakeExecutor())]
+
+    async def go():
+        loop = make_loop(tok, server, tools, **loop_kw)
+        return await loop.run({"temperature": 1.0}, raw_prompt=[{"role": "user", "content": "6*7?"}])
+
+    return asyncio.run(go()), server
+
+
+def assert_steps_are_the_turns(out: Any, server: Any) -> None:
+    """Step k holds exactly turn k's generated tokens; a token has a step exactly when its mask is 1."""
+    steps, mask, resp = (
+        torch.tensor(x, dtype=torch.long) for x in (out.sod_step_ids, out.response_mask, out.response_ids)
+    )
+    assert steps.shape == mask.shape == resp.shape
+    assert torch.equal(steps >= 0, mask == 1), "a token has a step exactly when verl's mask is 1"
+    for k, ids in enumerate(server.generated):
+        assert resp[steps == k].tolist() == ids, f"step {k} must hold exactly turn {k}'s tokens"
+    assert out.extra_fields[EXTRA_FIELDS_KEY]["step_ids_source"] == "ct"
+
+
+def test_answers_without_log_probs(tok):
+    out, server = run_vllm(tok, [GOOD, GOOD, "done"], ["nolp end"] * 3)
+    assert out.response_logprobs is None
+    assert_steps_are_the_turns(out, server)
+    assert out.extra_fields[EXTRA_FIELDS_KEY]["rollout_logprob_placeholders"] == 0
+
+
+@pytest.mark.parametrize("modes", [["end", "nolp end", "end"], ["nolp end", "end", "end"]])
+def test_turns_with_and_without_log_probs_stay_aligned(tok, modes):
+    """verl raises (first order) or silently shortens the log-probs (second order); the loop pads."""
+    out, server = run_vllm(tok, [GOOD, GOOD, "done"], modes)
+    assert len(out.response_logprobs) == len(out.response_mask)
+    assert_steps_are_the_turns(out, server)
+    steps, lp = torch.tensor(out.sod_step_ids), torch.tensor(out.response_logprobs)
+    without = modes.index("nolp end")
+    assert torch.all(lp[steps == without] == 0.0) and torch.all(
+        lp[(steps >= 0) & (steps != without)] == -0.25
+    )
+    info = out.extra_fields[EXTRA_FIELDS_KEY]
+    assert info["rollout_logprob_placeholders"] == len(server.generated[without])
+
+
+def test_an_aborted_request_mid_trajectory_is_an_empty_last_step(tok):
+    out, server = run_vllm(tok, [GOOD, GOOD, "done"], ["end", "abort", "end"])
+    assert len(server.generated) == 2, "no tool call in an empty answer: verl ends the trajectory"
+    assert_steps_are_the_turns(out, server)
+    info = out.extra_fields[EXTRA_FIELDS_KEY]
+    assert info["empty_turns"] == 1 and info["step_tool_outcomes"] == [OK, NONE]
+    assert 1 not in out.sod_step_ids and out.response_mask[-1] == 0
+
+
+def test_an_aborted_first_request_is_a_one_token_masked_response(tok):
+    """verl would return the whole prompt as the response (prompt_ids[-0:]) with an empty mask."""
+    out, server = run_vllm(tok, [GOOD, "done"], ["abort", "end"])
+    assert len(server.generated) == 1
+    field = out.as_dict()
+    assert field["responses"].shape == field["response_mask"].shape == field[STEP_IDS_KEY].shape == (1,)
+    assert out.response_mask == [0] and out.sod_step_ids == [-1]
+    assert out.prompt_ids == server.prompts[0] and out.response_ids == [tok.eos_token_id]
+    assert out.extra_fields[EXTRA_FIELDS_KEY]["empty_turns"] == 1
+
+
+def test_a_turn_cut_before_im_end_is_closed_as_context(tok):
+    out, server = run_vllm(tok, [GOOD, "The answer is \\boxed{42}"], ["", ""])
+    assert_steps_are_the_turns(out, server)
+    steps, resp = out.sod_step_ids, out.response_ids
+    first_after = max(i for i, s in enumerate(steps) if s == 0) + 1
+    assert tok.convert_ids_to_tokens(resp[first_after]) == "<|im_end|>" and steps[first_after] == -1
+    assert out.response_mask[first_after] == 0, "the inserted end token is context, never distilled"
+    assert "</tool_call><|im_end|>\n<|im_start|>user" in tok.decode(server.prompts[1])
+    info = out.extra_fields[EXTRA_FIELDS_KEY]
+    assert info["closed_turns"] == 1 and info["step_tool_outcomes"] == [OK, NONE]
+    assert resp[-1] != server.im_end, "a final turn cut by the budget stays as generated"
+
+
+def test_a_tool_call_cut_mid_way_is_an_error_and_the_turn_is_closed(tok):
+    cut = GOOD[: len(GOOD) // 2]
+    out, server = run_vllm(tok, [cut, "done"], ["", "end"])
+    assert "Error: malformed tool call" in tok.decode(server.prompts[1][len(server.prompts[0]) :])
+    assert_steps_are_the_turns(out, server)
+    assert out.extra_fields[EXTRA_FIELDS_KEY]["closed_turns"] == 1
+
+
+@pytest.mark.parametrize("budget", [60, 71, 72, 73, 150, 300])
+def test_cut_turns_under_any_budget_keep_ids_aligned(tok, budget):
+    out, _ = run_vllm(tok, [GOOD, GOOD, "done"], ["", "nolp", "end"], response_length=budget)
+    assert len(out.sod_step_ids) == len(out.response_mask) <= budget
+    assert [s >= 0 for s in out.sod_step_ids] == [m == 1 for m in out.response_mask]
+    assert out.extra_fields[EXTRA_FIELDS_KEY]["step_ids_source"] == "ct"
+    if out.response_logprobs is not None:
+        assert len(out.response_logprobs) == len(out.response_mask)

@@ -148,3 +148,35 @@ def test_real_local_sandbox_round_trip():
         and err_m["status"] == "error"
     )
     assert slow.startswith("Error: execution timed out") and slow_m["status"] == "timeout"
+
+
+@pytest.mark.skipif(not _real_sandbox_available(), reason="needs bubblewrap and verl_sod.sandbox")
+def test_real_sandbox_reports_its_slot_and_the_tool_its_queue():
+    """One slot, two concurrent runs through the real sandbox's on_slot_acquired hook: the second
+    run's queue_s covers the first run, and the sod_tool_agent clock counts it as queueing."""
+    from verl_sod.agent.clock import ToolCallClock
+    from verl_sod.sandbox import Sandbox, SandboxConfig
+
+    (tool,) = initialize_tools_from_config(_config_path())
+    sandbox = Sandbox(SandboxConfig.from_dict({**dict(tool.config.get("sandbox") or {}), "num_slots": 1}))
+    tool._executor = sandbox
+
+    async def one(i: int):
+        clock = ToolCallClock(timeout_s=None)
+
+        async def body():
+            return await tool.execute("id", {"code": "import time; time.sleep(0.3); print(1)"})
+
+        return await clock.run(body()), clock
+
+    async def go():
+        return await asyncio.gather(one(0), one(1))
+
+    try:
+        (first, c0), (second, c1) = asyncio.run(go())
+    finally:
+        sandbox.close()
+    assert first[2]["status"] == second[2]["status"] == "ok"
+    # the run that got the slot second waited at least the first run's 0.3 s of sleep
+    assert max(first[2]["queue_s"], second[2]["queue_s"]) >= 0.3
+    assert max(c0.queue_s, c1.queue_s) >= 0.3, "the loop's clock was paused while the run queued"

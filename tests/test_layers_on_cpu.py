@@ -171,7 +171,14 @@ def test_eval_and_runner_name_no_task():
         assert not named, (unit, named)
 
 
-SCHEMA_LITERALS = ("sod_step_ids", "sod_step_outcomes", "sod_tool_stats", "sod_steps", "sod_agent")
+SCHEMA_LITERALS = (
+    "sod_step_ids",
+    "sod_step_outcomes",
+    "sod_tool_stats",
+    "sod_step_weights",
+    "sod_steps",
+    "sod_agent",
+)
 
 
 @pytest.mark.parametrize("literal", SCHEMA_LITERALS)

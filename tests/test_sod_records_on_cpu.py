@@ -186,3 +186,114 @@ def test_no_records_when_off(overrides):
 def test_records_setting_is_range_checked():
     with pytest.raises(Exception, match=r"sod_records_per_step must be an integer >= 0, got -1"):
         _loss_config("distillation.distillation_loss.sod_records_per_step=-1")
+
+
+# ----------------------------------------------------------------------------- batch-level weights
+class FakeTQ:
+    """TransferQueue stand-in: per-key rows; a missing field raises like a real fetch would."""
+
+    def __init__(self, data, keys):
+        self.rows = {k: {} for k in keys}
+        self.fields = [n for n in data.keys() if isinstance(data[n], torch.Tensor)]  # noqa: SIM118
+        for name in self.fields:
+            for k, row in zip(keys, data[name].unbind(), strict=True):
+                self.rows[k][name] = row
+        self.fetches: list[int] = []
+
+    def kv_batch_get(self, keys, partition_id, select_fields):
+        self.fetches.append(len(keys))
+        out = {f: _nested([self.rows[k][f] for k in keys]) for f in select_fields}
+        return __import__("tensordict").TensorDict(out, batch_size=[len(keys)])
+
+    def kv_batch_put(self, keys, partition_id, fields):
+        for name in fields.keys():  # noqa: SIM118
+            for k, row in zip(keys, fields[name].unbind(), strict=True):
+                self.rows[k][name] = row
+        return Meta(list(keys), partition_id, [{} for _ in keys])
+
+
+class Meta:
+    def __init__(self, keys, partition_id, tags):
+        self.keys, self.partition_id, self.tags = keys, partition_id, tags
+
+
+def _trainer(monkeypatch, tmp_path, weighting: str, data, keys):
+    import verl_sod.diagnostics.trainer as trainer_mod
+    from verl_sod.diagnostics.trainer import SODRecordsTrainer
+
+    fake = FakeTQ(data, keys)
+    monkeypatch.setattr(trainer_mod, "tq", fake)
+    monkeypatch.setattr(trainer_mod, "BLOCK_ROWS", 3)  # several blocks: the weights still span all rows
+    updates = []
+    monkeypatch.setattr(
+        trainer_mod.PPOTrainerSync,
+        "_update_actor",
+        lambda self, batch, metrics: updates.append(batch) or batch,
+    )
+    trainer = SODRecordsTrainer.__new__(SODRecordsTrainer)
+    trainer.config = _raw(
+        f"distillation.distillation_loss.sod_weighting={weighting}",
+        f"distillation.distillation_loss.sod_records_dir={tmp_path}",
+        "distillation.distillation_loss.sod_records_per_step=4",
+    )
+    trainer.global_steps = 5
+    return trainer, fake, updates
+
+
+@pytest.mark.parametrize("weighting", ["position_median", "random"])
+def test_trainer_carries_step_batch_weights_and_records_report_them(monkeypatch, tmp_path, weighting):
+    from verl_sod.algos.batch_weights import batch_step_weights
+    from verl_sod.fields import STEP_WEIGHTS_KEY
+
+    data, _, truth = make_micro_batch(seed=3, B=10)
+    data, _ = _with_agent_fields(data, truth)
+    keys = [f"k{b}" for b in range(10)]
+    trainer, fake, updates = _trainer(monkeypatch, tmp_path, weighting, data, keys)
+    metrics: dict = {}
+    trainer._update_actor(Meta(keys, "train", [{} for _ in keys]), metrics)
+    assert len(updates) == 1 and updates[0].keys == keys, "verl's update runs on the stored batch"
+    assert fake.fetches == [3, 3, 3, 1] and "timing_s/sod_step_weights" in metrics
+    loss_cfg = trainer.config.distillation.distillation_loss
+    want = batch_step_weights(loss_cfg, [data], step=5)
+    for k, w in zip(keys, want, strict=True):
+        assert torch.equal(fake.rows[k][STEP_WEIGHTS_KEY], w)
+    # the records of a 4-row sample show the weights the actor applied (whole-step reference) ...
+    trainer._write_sod_records(Meta(keys, "train", [{} for _ in keys]), records_settings(trainer.config))
+    records = [json.loads(x) for x in records_file(tmp_path, 5).read_text().splitlines()]
+    assert len(records) == 4
+    for rec in records:
+        carried = fake.rows[rec["uid"]][STEP_WEIGHTS_KEY].tolist()
+        assert [s["w_applied"] for s in rec["steps"]] == [round(carried[s["k"]], 6) for s in rec["steps"]]
+    # ... which a reference recomputed over the sample alone would not give
+    sample = fake.kv_batch_get([r["uid"] for r in records], "train", fake.fields)
+    local = batch_step_weights(loss_cfg, [sample], step=5)
+    assert any(
+        not torch.equal(w, fake.rows[r["uid"]][STEP_WEIGHTS_KEY]) for w, r in zip(local, records, strict=True)
+    )
+
+
+def test_trainer_carries_nothing_for_per_row_weightings(monkeypatch, tmp_path):
+    data, _, _ = make_micro_batch(seed=3, B=4)
+    keys = list("abcd")
+    trainer, fake, updates = _trainer(monkeypatch, tmp_path, "divergence", data, keys)
+    trainer._update_actor(Meta(keys, "train", [{} for _ in keys]), {})
+    assert fake.fetches == [] and len(updates) == 1
+
+
+@pytest.mark.parametrize(
+    ("source", "top_p", "top_k", "warns"),
+    [
+        ("rollout_log_probs", 0.9, -1, True),
+        ("rollout_log_probs", 1.0, 20, True),
+        ("rollout_log_probs", 1.0, -1, False),
+        ("rollout_log_probs", None, None, False),
+        ("old_log_probs", 0.5, 10, False),
+    ],
+)
+def test_rollout_log_probs_under_filtered_sampling_warns(source, top_p, top_k, warns):
+    from verl_sod.algos.sod_config import divergence_source_warning
+
+    message = divergence_source_warning(source, top_p, top_k, "vllm")
+    assert (message is not None) == warns
+    if warns:
+        assert "sod_divergence_source=rollout_log_probs" in message and "top_p=1 top_k=-1" in message

@@ -13,6 +13,7 @@ from test_sod_loss_on_cpu import _configs, _nested, make_micro_batch
 from verl.trainer.distillation.losses import get_distillation_loss_fn
 
 import verl_sod.algos.sod_loss  # noqa: F401  (registers loss_mode=sod, needed by the config)
+from verl_sod.algos.batch_weights import batch_step_weights
 from verl_sod.algos.sod_config import SODDistillationLossConfig
 from verl_sod.algos.sod_weights import mask_run_step_ids, sod_step_stats, token_step_slots
 from verl_sod.algos.step_weightings import (
@@ -22,6 +23,7 @@ from verl_sod.algos.step_weightings import (
     get_step_weighting,
     register_step_weighting,
 )
+from verl_sod.fields import STEP_WEIGHTS_KEY
 
 BUILTIN = ("divergence", "uniform", "random", "threshold", "tool_error_gate", "position_median")
 EPS, DELTA = 1e-6, 0.2
@@ -334,9 +336,26 @@ def test_default_loss_is_unchanged_and_applied_metrics_match():
         assert metrics[f"sod/applied_{key}"].aggregate() == pytest.approx(metrics[f"sod/{key}"].aggregate())
 
 
+def _carry(weighting, data, *extra):
+    """The batch-level weights the sod_sync trainer carries, computed over ``data`` as one batch."""
+    _, dist_cfg = _configs(f"distillation.distillation_loss.sod_weighting={weighting}", *extra)
+    rows = batch_step_weights(dist_cfg.distillation_loss, [data], step=1)
+    data[STEP_WEIGHTS_KEY] = _nested(rows)
+    return data
+
+
+@pytest.mark.parametrize("name", ["random", "position_median"])
+def test_batch_level_loss_refuses_a_batch_without_carried_weights(name):
+    data, model_output, _ = make_micro_batch(seed=6, B=8)
+    with pytest.raises(ValueError, match=rf"sod_weighting={name}.*'sod_step_weights'.*trainer_mode=sod_sync"):
+        _loss(name, data, model_output)
+
+
 def test_random_loss_keeps_weight_mean():
     data, model_output, _ = make_micro_batch(seed=6, B=8)
+    data = _carry("random", data, "distillation.distillation_loss.sod_random_seed=3")
     losses, metrics = _loss("random", data, model_output, "distillation.distillation_loss.sod_random_seed=3")
+    assert metrics["sod/batch_level_weights"].aggregate() == 1.0
     assert torch.isfinite(losses).all()
     assert metrics["sod/applied_weight_mean"].aggregate() == pytest.approx(
         metrics["sod/weight_mean"].aggregate(), rel=1e-6
@@ -356,6 +375,7 @@ def test_threshold_loss_matches_oracle():
 def test_position_median_loss_matches_oracle_with_the_configured_delta():
     data, model_output, truth = make_micro_batch(seed=9, B=8)
     delta = "distillation.distillation_loss.sod_delta=0.5"
+    data = _carry("position_median", data, delta)
     losses, _ = _loss("position_median", data, model_output, delta)
     m = truth["mask"]
     w = torch.tensor(oracle_weighting("position_median", truth["old"] * m, truth["lp_t"] * m, m, delta=0.5))

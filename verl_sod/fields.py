@@ -18,6 +18,10 @@ STEP_OUTCOMES_KEY = "sod_step_outcomes"
 TOOL_STATS_KEY = "sod_tool_stats"
 #: the three fields above, as the agent loop adds them to ``AgentLoopOutput``
 AGENT_BATCH_KEYS: tuple[str, ...] = (STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY)
+#: per trajectory: the step weights w_k of a batch-level ``sod_weighting`` (one float per step slot,
+#: at least one entry), computed once per training step over the whole batch by the ``sod_sync``
+#: trainer before verl splits the batch into micro-batches; the ``sod`` loss applies them as they are
+STEP_WEIGHTS_KEY = "sod_step_weights"
 #: key of the human-readable agent record in ``AgentLoopOutput.extra_fields`` (and reward extra_info)
 AGENT_EXTRA_KEY = "sod_agent"
 

@@ -10,7 +10,9 @@ Select it per dataset row with ``agent_name = "sod_tool_agent"`` (or globally wi
 * ``ct_merge_assistant_token`` / ``ct_merge_context_msg`` and the two state handlers: mirror each
   CT merge onto step ids (see :mod:`verl_sod.agent.trace`);
 * ``_call_tool``: rejects malformed calls with an error observation, bounds every call with a
-  time-out, never lets a tool exception escape, and records each call's outcome;
+  time-out whose clock runs while the tool works, not while it waits for a sandbox slot
+  (:mod:`verl_sod.agent.clock`; queueing is recorded apart as ``queue_s``), never lets a tool
+  exception escape, and records each call's outcome;
 * ``run``: wraps verl's output into :class:`SODAgentLoopOutput` with ``sod_step_ids`` (checked
   against the final ``response_mask``), per-step outcomes and per-trajectory tool counters.
 
@@ -19,7 +21,6 @@ One agent-loop instance runs one trajectory at a time (verl instantiates one per
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -28,7 +29,9 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
 from verl.experimental.agent_loop.tool_agent_loop import AgentData, AgentState, ToolAgentLoop
 from verl.experimental.agent_loop.tool_parser import FunctionCall
 from verl.tools.schemas import ToolResponse
+from verl.utils.tokenizer.continuous_token import QwenContinuousTokenBuilder
 
+from verl_sod.agent.clock import ToolCallClock, ToolCallTimeoutError
 from verl_sod.agent.output import SODAgentLoopOutput
 from verl_sod.agent.parser import MALFORMED_TOOL_NAME, LenientHermesParser
 from verl_sod.agent.trace import TrajectoryTrace, consistent, step_ids_from_runs
@@ -74,6 +77,8 @@ class SODToolAgentLoop(ToolAgentLoop):
         return self._finalize(output)
 
     def _finalize(self, output: AgentLoopOutput) -> SODAgentLoopOutput:
+        if not output.response_mask:
+            self._one_token_response(output)
         trace, mask = self._trace, list(output.response_mask)
         step_ids, source = trace.committed[: len(mask)], "ct"
         if trace.diverged or not consistent(step_ids, mask):
@@ -88,6 +93,12 @@ class SODToolAgentLoop(ToolAgentLoop):
             "num_steps": len(trace.turn_tokens),
             "step_tool_outcomes": outcomes,
             "tool_call_log": [vars(call) for call in trace.calls],
+            "tool_queue_s": round(sum(call.queue_s for call in trace.calls), 6),
+            # vLLM-only answers: empty (aborted) turns, turns closed with an inserted <|im_end|>,
+            # assistant tokens whose rollout log-prob is a 0.0 placeholder (see docs/agent.md)
+            "empty_turns": trace.empty_turns,
+            "closed_turns": trace.closed_turns,
+            "rollout_logprob_placeholders": trace.logprob_placeholders,
             "step_ids_source": source,
         }
         output.extra_fields[AGENT_EXTRA_KEY] = summary
@@ -98,10 +109,47 @@ class SODToolAgentLoop(ToolAgentLoop):
             sod_tool_stats=[stats[name] for name in TOOL_STATS_FIELDS],
         )
 
+    def _one_token_response(self, output: AgentLoopOutput) -> None:
+        """An empty response (the first answer was aborted) as one context token, mask 0.
+
+        verl slices the response as ``prompt_ids[-len(response_mask):]``, which for an empty mask is
+        the whole prompt: the output would carry a response as long as the prompt with an empty
+        mask. Like verl's own synthetic padding rows, it gets one end-of-sequence token instead,
+        which no step owns and nothing distils.
+        """
+        eos = self.tokenizer.eos_token_id
+        token = int(eos if eos is not None else (self.tokenizer.pad_token_id or 0))
+        output.response_ids, output.response_mask = [token], [0]
+        if output.response_logprobs is not None:
+            output.response_logprobs = [0.0]
+        self._trace.committed = [-1]
+        logger.warning("sod_tool_agent: empty response (aborted first answer); kept as one masked token")
+
     # ------------------------------------------------------------------ step-id mirroring
-    async def ct_merge_assistant_token(self, runtime_token_ids, assistant_token_ids, response_mask, *a, **kw):
+    async def ct_merge_assistant_token(
+        self,
+        runtime_token_ids: list[int],
+        assistant_token_ids: list[int],
+        response_mask: list[int],
+        response_logprobs: list[float] | None = None,
+        assistant_logprobs: list[float] | None = None,
+    ):
+        if not assistant_token_ids:  # vLLM: an aborted request answers no tokens (and no log-probs)
+            self._trace.empty_turns += 1
+            logger.warning("sod_tool_agent: an assistant turn came back empty (aborted request?)")
+        response_logprobs = self._aligned_logprobs(response_logprobs, response_mask)
+        if response_logprobs is not None and assistant_logprobs is None and assistant_token_ids:
+            # a turn without log-probs after turns with them (verl would raise): placeholders
+            assistant_logprobs = [0.0] * len(assistant_token_ids)
+            self._trace.logprob_placeholders += len(assistant_token_ids)
+        elif response_logprobs is None and assistant_logprobs is not None and response_mask:
+            response_logprobs = self._aligned_logprobs([], response_mask)  # earlier turns had none
         result = await super().ct_merge_assistant_token(
-            runtime_token_ids, assistant_token_ids, response_mask, *a, **kw
+            runtime_token_ids,
+            assistant_token_ids,
+            response_mask,
+            response_logprobs,
+            assistant_logprobs=assistant_logprobs,
         )
         self._trace.stage(response_mask, result[0], result[1])
         return result
@@ -109,11 +157,35 @@ class SODToolAgentLoop(ToolAgentLoop):
     async def ct_merge_context_msg(
         self, previous_messages, updated_messages, runtime_token_ids, response_mask, *a, **kw
     ):
+        closing = self._closing_tokens(runtime_token_ids)
+        mask_in = response_mask
+        if closing:  # a turn cut without <|im_end|> (max_tokens, stop strings): close it as context
+            self._trace.closed_turns += 1
+            runtime_token_ids = [*runtime_token_ids, *closing]
+            response_mask = [*response_mask, *([0] * len(closing))]
+            a, kw = _extend_logprobs(a, kw, len(closing))
         result = await super().ct_merge_context_msg(
             previous_messages, updated_messages, runtime_token_ids, response_mask, *a, **kw
         )
-        self._trace.stage(response_mask, result[0], result[1])
+        self._trace.stage(mask_in, result[0], result[1], closed=len(closing))
         return result
+
+    def _closing_tokens(self, runtime_token_ids: list[int]) -> list[int]:
+        """``[<|im_end|>]`` when the last assistant turn (Qwen ChatML) stopped before its end token."""
+        if not isinstance(self.continuous_token_builder, QwenContinuousTokenBuilder):
+            return []
+        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        ended = bool(runtime_token_ids) and runtime_token_ids[-1] == im_end
+        last_turn_tokens = self._trace.turn_tokens[-1] if self._trace.turn_tokens else 0
+        return [] if ended or not last_turn_tokens or not self._trace.last_merge_assistant else [im_end]
+
+    def _aligned_logprobs(self, logprobs: list[float] | None, mask: list[int]) -> list[float] | None:
+        """Rollout log-probs as long as the mask: earlier turns that had none get 0.0 placeholders."""
+        if logprobs is None or len(logprobs) >= len(mask):
+            return logprobs
+        missing = len(mask) - len(logprobs)
+        self._trace.logprob_placeholders += sum(mask[:missing])
+        return [0.0] * missing + list(logprobs)
 
     async def _handle_generating_state(
         self, agent_data: AgentData, sampling_params: dict[str, Any], ignore_termination: bool = False
@@ -139,20 +211,22 @@ class SODToolAgentLoop(ToolAgentLoop):
         except _CallRejectedError as rejected:
             self._trace.record(name, OUTCOME_ERROR, format_error=True, detail=str(rejected))
             return ToolResponse(text=str(rejected)), 0.0, {TOOL_STATUS_KEY: "error"}
+        clock = ToolCallClock(self.tool_timeout_s)  # runs while the tool works, not while it queues
         try:
             coro = super()._call_tool(tool_call, tools_kwargs, agent_data)
-            response, reward, metrics = await asyncio.wait_for(coro, timeout=self.tool_timeout_s)
-        except asyncio.TimeoutError:
+            response, reward, metrics = await clock.run(coro)
+        except ToolCallTimeoutError:
             text = f"Error: the call to '{name}' timed out after {self.tool_timeout_s:g} s."
-            self._trace.record(name, OUTCOME_TIMEOUT, detail=text)
-            return ToolResponse(text=text), 0.0, {TOOL_STATUS_KEY: "timeout"}
+            self._trace.record(name, OUTCOME_TIMEOUT, detail=text, **_timing(clock))
+            return ToolResponse(text=text), 0.0, {TOOL_STATUS_KEY: "timeout", **_timing(clock)}
         except Exception as exc:  # a tool's release() or verl itself failed: keep the rollout going
             logger.warning("sod_tool_agent: tool %r failed outside verl's guard: %r", name, exc)
             text = f"Error: the call to '{name}' failed: {type(exc).__name__}: {exc}"
-            self._trace.record(name, OUTCOME_ERROR, detail=text)
-            return ToolResponse(text=text), 0.0, {TOOL_STATUS_KEY: "error"}
+            self._trace.record(name, OUTCOME_ERROR, detail=text, **_timing(clock))
+            return ToolResponse(text=text), 0.0, {TOOL_STATUS_KEY: "error", **_timing(clock)}
         outcome = classify_outcome(name, response, metrics)
-        self._trace.record(name, outcome, detail="" if outcome == OUTCOME_OK else (response.text or ""))
+        detail = "" if outcome == OUTCOME_OK else (response.text or "")
+        self._trace.record(name, outcome, detail=detail, **_timing(clock))
         return response, reward, metrics
 
     def _validated_call(self, tool_call: FunctionCall, agent_data: AgentData) -> FunctionCall:
@@ -180,6 +254,20 @@ class SODToolAgentLoop(ToolAgentLoop):
             arguments=json.dumps(args, ensure_ascii=False),
             tool_call_id=tool_call.tool_call_id,
         )
+
+
+def _extend_logprobs(args: tuple, kwargs: dict, n: int) -> tuple[tuple, dict]:
+    """verl's ``response_logprobs`` argument of ``ct_merge_context_msg`` with ``n`` 0.0 appended."""
+    if args and args[0] is not None:
+        return ([*args[0], *([0.0] * n)], *args[1:]), kwargs
+    if kwargs.get("response_logprobs") is not None:
+        return args, {**kwargs, "response_logprobs": [*kwargs["response_logprobs"], *([0.0] * n)]}
+    return args, kwargs
+
+
+def _timing(clock: ToolCallClock) -> dict[str, float]:
+    """Queueing and working time of one call, seconds (recorded apart)."""
+    return {"queue_s": round(clock.queue_s, 6), "active_s": round(clock.active_s, 6)}
 
 
 def _decode_arguments(tool_call: FunctionCall) -> dict[str, Any]:

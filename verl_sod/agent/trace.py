@@ -53,6 +53,8 @@ class ToolCallRecord:
     outcome: str
     format_error: bool = False
     detail: str = ""
+    queue_s: float = 0.0  # waiting for a sandbox slot (not counted by the time-out)
+    active_s: float = 0.0  # the call's own time (what the time-out bounds)
 
     @property
     def failed(self) -> bool:
@@ -115,18 +117,27 @@ class TrajectoryTrace:
     calls: list[ToolCallRecord] = field(default_factory=list)
     current_step: int = -1
     diverged: bool = False
+    last_merge_assistant: bool = False  # the last merge verl computed appended an assistant turn
+    empty_turns: int = 0  # assistant turns that came back without tokens (aborted requests)
+    closed_turns: int = 0  # turns cut without their end token, closed by an inserted one
+    logprob_placeholders: int = 0  # assistant tokens whose rollout log-prob is a 0.0 placeholder
     _staged_mask: list[int] | None = None
     _staged_steps: list[int] = field(default_factory=list)
 
-    def stage(self, mask_in: list[int], merge_result: Any, mask_out: list[int]) -> None:
-        """Record a merge verl just computed from ``mask_in`` (returned as ``mask_out``)."""
+    def stage(self, mask_in: list[int], merge_result: Any, mask_out: list[int], closed: int = 0) -> None:
+        """Record a merge verl just computed from ``mask_in`` (returned as ``mask_out``).
+
+        ``closed``: context tokens the loop appended to the runtime prefix before the merge (an end
+        token closing a cut turn); they belong to no step and stand or fall with the merge.
+        """
         self.commit_if(mask_in)
         if len(self.committed) != len(mask_in):
             self.diverged = True
         step = len(self.turn_tokens)
+        self.last_merge_assistant = merge_result.kind == "assistant"
         if merge_result.kind == "assistant":
             self.turn_tokens.append(int(merge_result.appended_token_count))
-        self._staged_steps = apply_merge(self.committed, merge_result, step)
+        self._staged_steps = apply_merge([*self.committed, *([-1] * closed)], merge_result, step)
         self._staged_mask = mask_out
         if len(self._staged_steps) != len(mask_out):
             self.diverged = True
@@ -137,8 +148,18 @@ class TrajectoryTrace:
             self.committed = self._staged_steps
         self._staged_mask, self._staged_steps = None, []
 
-    def record(self, name: str, outcome: str, format_error: bool = False, detail: str = "") -> None:
-        self.calls.append(ToolCallRecord(self.current_step, name, outcome, format_error, detail[:200]))
+    def record(
+        self,
+        name: str,
+        outcome: str,
+        format_error: bool = False,
+        detail: str = "",
+        queue_s: float = 0.0,
+        active_s: float = 0.0,
+    ) -> None:
+        self.calls.append(
+            ToolCallRecord(self.current_step, name, outcome, format_error, detail[:200], queue_s, active_s)
+        )
 
     def step_outcomes(self, num_steps: int) -> list[str]:
         """Outcome of each step's tool call(s): the most severe one, ``none`` without a call."""

@@ -18,6 +18,29 @@ from verl_sod.algos.step_weightings import DEFAULT_STEP_WEIGHTING, STEP_WEIGHTIN
 DIVERGENCE_SOURCES = ("old_log_probs", "rollout_log_probs")
 
 
+def divergence_source_warning(
+    source: str, top_p: float | None, top_k: int | None, engine: str = ""
+) -> str | None:
+    """Why d_k on ``rollout_log_probs`` would not measure the actor's distribution, or None.
+
+    verl asks vLLM for ``logprobs_mode=processed_logprobs``: log-probs under the distribution it
+    sampled from, after top-k / top-p filtering and renormalisation. The actor's recomputed
+    ``old_log_probs`` (and the ``hf`` CPU backend's rollout log-probs) are taken from the
+    temperature-scaled distribution without filtering. The two agree only at ``top_p = 1`` and
+    ``top_k <= 0``; otherwise the processed log-probs are larger (closer to 0) on every token.
+    """
+    filtered = (top_p is not None and top_p < 1.0) or (top_k is not None and top_k > 0)
+    if source != "rollout_log_probs" or not filtered:
+        return None
+    return (
+        "distillation.distillation_loss.sod_divergence_source=rollout_log_probs with "
+        f"actor_rollout_ref.rollout.top_p={top_p} top_k={top_k}: the rollout engine "
+        f"({engine or 'vLLM/SGLang'}) returns log-probs of the top-p/top-k filtered, renormalised "
+        "distribution, not the actor's; d_k and the SOD weights will be biased. Use "
+        "sod_divergence_source=old_log_probs, or sample with top_p=1 top_k=-1."
+    )
+
+
 @dataclass
 class SODDistillationLossConfig(DistillationLossConfig):
     """SOD = verl's distillation loss config plus the step-weighting knobs.
@@ -29,13 +52,19 @@ class SODDistillationLossConfig(DistillationLossConfig):
         sod_pattern_tol: a step is *attenuated* when ``w_k < 1 - tol`` (pattern metrics only); [0, 1).
         sod_divergence_source: which student log-probs the divergences d_k are measured from:
             ``old_log_probs`` (the actor's log-probs at rollout time, fixed across PPO epochs) or
-            ``rollout_log_probs`` (the inference engine's). The gradient always flows through the
-            current log-probs.
+            ``rollout_log_probs`` (the inference engine's; with vLLM these are the top-p/top-k
+            processed log-probs, equal to the actor's only at top_p = 1 and top_k = -1: the
+            ``sod_sync`` trainer warns otherwise, :func:`divergence_source_warning`). The
+            gradient always flows through the current log-probs.
         sod_weighting: which step weighting w_k to use, a name registered in
             :data:`verl_sod.algos.step_weightings.STEP_WEIGHTINGS`: ``divergence`` (the paper's,
             default), ``uniform`` (plain OPD), ``random`` (the divergence weights of the non-first
             steps permuted across the micro-batch), ``threshold``, ``tool_error_gate``,
-            ``position_median`` (not from the paper: the median d per step index as reference).
+            ``position_median`` (not from the paper: the median d per step index over the
+            step's batch as reference; batch-level). Batch-level weightings need
+            ``trainer.v1.trainer_mode=sod_sync``, which computes them once per step before verl
+            splits the batch (:mod:`verl_sod.algos.batch_weights`); the loss refuses them
+            without.
         sod_threshold: ``threshold`` weighting: a step with d_k > tau gets ``sod_threshold_low``; >= 0.
         sod_threshold_low: ``threshold`` weighting: weight of a step above tau; in [0, 1].
         sod_gate_weight: ``tool_error_gate`` weighting: weight of the step after a failed or

@@ -30,13 +30,15 @@ Where this differs from the paper's implementation
     * ``sod_weighting`` swaps w_k for an ablation baseline (``uniform`` = plain OPD, ``random``,
       ``threshold``, ``tool_error_gate``, ``position_median``;
       :mod:`verl_sod.algos.step_weightings`). The default,
-      ``divergence``, is the paper's.
+      ``divergence``, is the paper's. Every weighting gives a row the same weights whatever
+      micro-batch verl puts it in: per-row ones are computed here, row by row; the batch-level ones
+      (``random``, ``position_median``) once per training step over the whole batch, carried as
+      the ``sod_step_weights`` field (:mod:`verl_sod.algos.batch_weights`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -46,111 +48,30 @@ from verl.utils.metric import AggregationType, Metric
 from verl.workers.config import ActorConfig, DistillationConfig
 from verl.workers.utils.padding import no_padding_2_padding
 
+from verl_sod.algos.batch_weights import (
+    SODBatchWeights,
+    divergence_inputs,
+    padded,
+    resolve_step_ids,
+    sod_batch_weights,
+    sod_setting,
+)
 from verl_sod.algos.patterns import sod_metrics
-from verl_sod.algos.sod_config import SODDistillationLossConfig
-from verl_sod.algos.sod_weights import SODStepStats, mask_run_step_ids, sod_step_stats, token_step_slots
-from verl_sod.algos.step_weightings import StepWeightingContext, apply_step_weighting
 from verl_sod.algos.tool_metrics import tool_metrics
-from verl_sod.fields import STEP_IDS_KEY, STEP_OUTCOMES_KEY
 
 logger = logging.getLogger(__name__)
 
 SOD_LOSS_NAME = "sod"
-_DEFAULTS = SODDistillationLossConfig.__dataclass_fields__
-#: one CPU generator per ``sod_random_seed`` and process, advanced at every call (``random`` weighting)
-_GENERATORS: dict[int, torch.Generator] = {}
-
-
-def _weighting_context(loss_config: Any, data: TensorDict) -> StepWeightingContext:
-    seed = int(sod_setting(loss_config, "sod_random_seed"))
-    if seed not in _GENERATORS:
-        _GENERATORS[seed] = torch.Generator().manual_seed(seed)
-    outcomes = data[STEP_OUTCOMES_KEY] if STEP_OUTCOMES_KEY in data.keys() else None  # noqa: SIM118
-    return StepWeightingContext(
-        threshold=sod_setting(loss_config, "sod_threshold"),
-        threshold_low=sod_setting(loss_config, "sod_threshold_low"),
-        gate_weight=sod_setting(loss_config, "sod_gate_weight"),
-        generator=_GENERATORS[seed],
-        step_outcomes=outcomes,
-        epsilon=sod_setting(loss_config, "sod_epsilon"),
-        delta=sod_setting(loss_config, "sod_delta"),
-    )
-
-
-def padded(x: torch.Tensor, pad: float | int) -> torch.Tensor:
-    """A nested (jagged) field as a padded tensor; a padded one as it is."""
-    return x.to_padded_tensor(pad) if x.is_nested else x
-
-
-def sod_setting(loss_config: Any, name: str) -> Any:
-    """``loss_config.<name>``, or the SOD dataclass default when the config lacks it."""
-    if hasattr(loss_config, name):
-        return getattr(loss_config, name)
-    return _DEFAULTS[name].default
-
-
-def resolve_step_ids(data: TensorDict, mask_BT: torch.Tensor) -> torch.Tensor | None:
-    """Explicit per-token step ids aligned with ``mask_BT``, or None to fall back to mask runs.
-
-    A row whose ``sod_step_ids`` length differs from its response length (verl's synthetic padding
-    rows copy the first sample's extra fields) gets -1 everywhere for a row without assistant
-    tokens, and its mask runs otherwise.
-    """
-    if STEP_IDS_KEY not in data.keys():  # noqa: SIM118  (TensorDict has no __contains__)
-        return None
-    step = data[STEP_IDS_KEY]
-    mask = data["response_mask"]
-    B, T = mask_BT.shape
-    if step.is_nested and mask.is_nested:
-        step_lens = step.offsets().diff()
-        ok_B = step_lens == mask.offsets().diff()
-        width = max(T, int(step_lens.max().item()) if B else 0)
-        step_BT = step.to_padded_tensor(-1, output_size=(B, width))[:, :T]
-    else:
-        step_BT = padded(step, -1)
-        if step_BT.shape != mask_BT.shape:
-            return None
-        ok_B = torch.ones(B, dtype=torch.bool, device=mask_BT.device)
-    if bool(ok_B.all()):
-        return step_BT.long()
-    fallback_BT = mask_run_step_ids(mask_BT.bool())
-    return torch.where(ok_B.unsqueeze(1), step_BT.long(), fallback_BT)
-
-
-@dataclass(frozen=True)
-class SODBatchWeights:
-    """What the loss (and the per-step records) derive from one batch: steps, d_k, weights."""
-
-    stats: SODStepStats  # the paper's divergence weights (patterns and sod/weight_* use these)
-    applied: SODStepStats  # the configured weighting's weights (the ones the loss multiplies by)
-    step_ids_BT: torch.Tensor | None  # explicit step ids, or None when steps are mask runs
-
-
-def sod_batch_weights(
-    loss_config: Any,
-    data: TensorDict,
-    ref_student_BT: torch.Tensor,
-    teacher_BT: torch.Tensor,
-    mask_BT: torch.Tensor,
-) -> SODBatchWeights:
-    """Steps, divergences and weights of a padded ``[B, T]`` batch under ``loss_config``."""
-    stats = sod_step_stats(
-        ref_student_BT,
-        teacher_BT,
-        mask_BT,
-        epsilon=sod_setting(loss_config, "sod_epsilon"),
-        delta=sod_setting(loss_config, "sod_delta"),
-        min_weight=sod_setting(loss_config, "sod_min_weight"),
-        step_ids=(step_ids_BT := resolve_step_ids(data, mask_BT)),
-    )
-    # the configured weighting (default: the paper's divergence weights, `stats` itself)
-    applied = apply_step_weighting(
-        sod_setting(loss_config, "sod_weighting"),
-        stats,
-        token_step_slots(mask_BT, step_ids_BT),
-        _weighting_context(loss_config, data),
-    )
-    return SODBatchWeights(stats, applied, step_ids_BT)
+# re-exported: the records and older callers import these from here
+__all__ = [
+    "SOD_LOSS_NAME",
+    "SODBatchWeights",
+    "compute_sod_distillation_loss",
+    "padded",
+    "resolve_step_ids",
+    "sod_batch_weights",
+    "sod_setting",
+]
 
 
 @register_distillation_loss(DistillationLossSettings(names=[SOD_LOSS_NAME], use_estimator=True))
@@ -163,12 +84,9 @@ def compute_sod_distillation_loss(
     """Per-token ``w_k * (log p_S - log p_T)``, shape ``[B, max_resp_len]``, plus SOD metrics."""
     loss_config = distillation_config.distillation_loss
     student_BT = no_padding_2_padding(model_output["log_probs"], data)
-    teacher_BT = no_padding_2_padding(data["teacher_logprobs"], data).squeeze(-1)
-    mask_BT = padded(data["response_mask"], 0).bool()
-    source = sod_setting(loss_config, "sod_divergence_source")
-    if source in data.keys():  # noqa: SIM118
-        ref_student_BT = padded(data[source], 0.0)
-    else:
+    ref_student_BT, teacher_BT, mask_BT = divergence_inputs(loss_config, data)
+    if ref_student_BT is None:
+        source = sod_setting(loss_config, "sod_divergence_source")
         logger.warning("SOD: %s missing from the batch; measuring d_k on the current log-probs.", source)
         ref_student_BT = student_BT.detach()
     weights = sod_batch_weights(loss_config, data, ref_student_BT, teacher_BT, mask_BT)
@@ -179,6 +97,8 @@ def compute_sod_distillation_loss(
         "distillation/abs_loss": Metric(AggregationType.MEAN, losses_BT[mask_BT].abs().mean()),
         # 1 when the agent loop's explicit step ids were used, 0 when steps came from mask runs
         "sod/explicit_step_ids": Metric(AggregationType.MEAN, float(step_ids_BT is not None)),
+        # 1 when a batch-level weighting's weights came from the step batch (sod_step_weights)
+        "sod/batch_level_weights": Metric(AggregationType.MEAN, float(weights.carried)),
     }
     # patterns and sod/weight_* describe the paper's divergence weights whatever the weighting (so
     # ablations stay comparable); sod/applied_* describe the weights actually used

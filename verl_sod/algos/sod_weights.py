@@ -177,7 +177,8 @@ def _step_weights(
 def _stats_from_runs(
     diff_BT: torch.Tensor, mask_BT: torch.Tensor, eps: float, delta: float, floor: float
 ) -> SODStepStats:
-    """Fast path: steps are runs of the mask. Runs never cross rows, so the batch is one flat line."""
+    """Fast path: steps are runs of the mask. Runs never cross rows, so the batch is one flat line
+    for finding them; each step's sum comes from its own row's prefix sum."""
     B, T = mask_BT.shape
     device = mask_BT.device
     # Cut the flat line into maximal runs of equal mask value, cutting at every row start too.
@@ -187,9 +188,10 @@ def _stats_from_runs(
     run_len_R = torch.diff(run_start_R, append=run_start_R.new_full((1,), B * T))
     step_R = mask_BT.view(-1)[run_start_R]
     start_S, tokens_S = run_start_R[step_R], run_len_R[step_R]
-    # Sum of |diff| over each step from one float64 prefix sum.
-    diff_N = diff_BT.view(-1)
-    csum_N = diff_N.cumsum(0, dtype=torch.float64)
+    # Sum of |diff| over each step from one float64 prefix sum per row: row-local, so a row's d_k
+    # do not depend on which rows share its micro-batch (bit for bit), nor on the padded width.
+    diff_N = diff_BT.reshape(-1)
+    csum_N = diff_BT.cumsum(1, dtype=torch.float64).view(-1)
     end_S = start_S + tokens_S - 1
     d_S = ((csum_N[end_S] - csum_N[start_S] + diff_N[start_S]) / tokens_S).float()
     # Row and slot (step index within its row) of every step.

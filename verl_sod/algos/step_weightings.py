@@ -11,10 +11,25 @@ and the paper's step weight is (see :mod:`verl_sod.algos.sod_weights`)
     w_1 = 1,   w_k = min( (d_1 + eps) / (d_k + eps), 1 + delta )
 
 This module keeps ``w_k`` behind a name, so that the choice of ``w_k`` can be ablated with every
-other piece (steps, GRPO term, clipping, lambda) unchanged. Each weighting maps the per-step
-statistics of one micro-batch to a float32 ``[B, K]`` tensor of step weights; tokens outside any
-step (tool/observation/template/pad tokens, ``response_mask == 0``) get weight 0 in every weighting,
+other piece (steps, GRPO term, clipping, lambda) unchanged. Each weighting maps per-step
+statistics to a float32 ``[B, K]`` tensor of step weights; tokens outside any step
+(tool/observation/template/pad tokens, ``response_mask == 0``) get weight 0 in every weighting,
 because the per-token weights are always broadcast from the steps (:func:`apply_step_weighting`).
+
+Per-row and batch-level weightings
+    A *per-row* weighting gives a row's weights from that row alone, so the loss computes them in
+    each micro-batch and the result does not depend on how verl splits the batch. A *batch-level*
+    weighting (``random``, ``position_median``; ``register_step_weighting(..., batch_level=True)``)
+    compares rows with each other. verl's dynamic batching (``use_dynamic_bsz``, a token budget per
+    micro-batch) puts one or two long trajectories in a micro-batch, so a reference taken over a
+    micro-batch would change the weighting's meaning (medians of one row are the row itself: all
+    ones). A batch-level weighting is therefore computed once per training step, over the whole
+    step batch, by the ``sod_sync`` trainer (:mod:`verl_sod.diagnostics.trainer`) just before the
+    actor update, from the same fields the loss reads (the divergence source, fixed during the
+    update, and the teacher's log-probs); the weights travel to the loss as the per-row field
+    :data:`verl_sod.fields.STEP_WEIGHTS_KEY`, which the loss applies as they are
+    (:func:`verl_sod.algos.batch_weights.carried_step_weights`). Without that field the loss
+    refuses a batch-level weighting.
 
 Registered weightings (``distillation.distillation_loss.sod_weighting``)
     ``divergence`` (default)
@@ -22,17 +37,16 @@ Registered weightings (``distillation.distillation_loss.sod_weighting``)
     ``uniform``
         ``w_k = 1`` on every assistant step: plain on-policy distillation (OPD) with the k1 signal,
         the baseline SOD is compared against. Answers "does step weighting help at all?".
-    ``random``
-        A per-micro-batch random permutation of the paper's weights of the non-first steps across
-        all non-first steps of the micro-batch (all rows together); first steps keep ``w_1 = 1``.
+    ``random`` (batch-level)
+        A random permutation of the paper's weights of the non-first steps across all non-first
+        steps of the training step's batch (all rows together); first steps keep ``w_1 = 1``.
         The multiset of weights, hence their mean over steps (and every other moment) and the
         ``w_1 = 1`` convention are exactly those of ``divergence``; only the link between a
         step's weight and its own divergence is broken. Answers "is it *which* steps are
         attenuated that matters, or only how much supervision is removed overall?". The
-        permutation is drawn with ``torch.randperm`` from a CPU generator seeded with
-        ``sod_random_seed`` once per process and advanced at every call, so a run is
-        reproducible for a given seed and call order; the weights of a trajectory are re-drawn at
-        every loss call (they are not fixed across PPO epochs, unlike ``divergence``'s).
+        permutation is drawn once per training step with ``torch.randperm`` from a CPU generator
+        seeded with ``(sod_random_seed, step)``, so a run is reproducible for a seed, and a
+        trajectory keeps its weights across PPO mini-batches and epochs, like ``divergence``.
     ``threshold``
         ``w_1 = 1``, ``w_k = 1`` if ``d_k <= sod_threshold`` else ``sod_threshold_low`` (default 0):
         a hard, absolute gate on the divergence instead of SOD's soft ratio relative to step 1.
@@ -49,19 +63,18 @@ Registered weightings (``distillation.distillation_loss.sod_weighting``)
         mask run (one run per assistant turn in the tool agent loops); missing outcomes count as
         ``none``.
 
-    ``position_median``
+    ``position_median`` (batch-level)
         Not from the paper; added after the demo's step report (docs/demo-report/README.md) found
         that d_1 is a poor reference on tool tasks: a formatted first call is near-deterministic
         (d_1 ~ 0.0007), and when the first call itself fails, d_1 is large and nothing after it is
         damped. This weighting compares each step with the typical divergence *at its own step
         index* instead of with the trajectory's first step:
         ``w_k = min((m_k + eps) / (d_k + eps), 1 + delta)``, where m_k is the (lower) median of d at
-        step slot k over the rows of the micro-batch that have that step. Every step, the first
-        included, is weighted; a step index that only one row reaches gets weight 1. Unusually
-        divergent steps for their position (a failed call, the step after it) are damped, typical
-        ones keep about 1. The medians depend on which rows share a micro-batch (the per-step
-        records recompute them over the recorded sample). Answers "is a batch reference per
-        position better than SOD's per-trajectory d_1?".
+        step slot k over the rows of the training step's batch that have that step. Every step,
+        the first included, is weighted; a step index that only one row reaches gets weight 1.
+        Unusually divergent steps for their position (a failed call, the step after it) are
+        damped, typical ones keep about 1. Answers "is a batch reference per position better than
+        SOD's per-trajectory d_1?".
 
 Register another one with :func:`register_step_weighting`; it must be imported before verl builds
 the config (the config checks ``sod_weighting`` against :data:`STEP_WEIGHTINGS`).
@@ -81,14 +94,18 @@ from verl_sod.algos.sod_weights import SODStepStats, broadcast_step_weights, fir
 from verl_sod.fields import FAILED_OUTCOME_CODES, STEP_OUTCOMES_KEY
 
 __all__ = [
+    "BATCH_LEVEL_WEIGHTINGS",
     "DEFAULT_STEP_WEIGHTING",
     "FAILED_OUTCOME_CODES",
     "STEP_WEIGHTINGS",
     "StepWeightingContext",
     "apply_step_weighting",
     "get_step_weighting",
+    "is_batch_level",
     "register_step_weighting",
     "step_outcomes_BK",
+    "step_weights_BK",
+    "with_step_weights",
 ]
 
 DEFAULT_STEP_WEIGHTING = "divergence"
@@ -120,18 +137,33 @@ class StepWeightingContext:
 StepWeightingFn = Callable[[SODStepStats, StepWeightingContext], torch.Tensor]
 #: name -> function(stats, ctx) returning float32 step weights ``[B, K]`` (0 on invalid slots allowed)
 STEP_WEIGHTINGS: dict[str, StepWeightingFn] = {}
+#: names of the weightings that compare rows with each other (computed once per training step)
+BATCH_LEVEL_WEIGHTINGS: set[str] = set()
 
 
-def register_step_weighting(name: str) -> Callable[[StepWeightingFn], StepWeightingFn]:
-    """Decorator: register ``fn(stats, ctx) -> weight_BK`` under ``name``."""
+def register_step_weighting(
+    name: str, batch_level: bool = False
+) -> Callable[[StepWeightingFn], StepWeightingFn]:
+    """Decorator: register ``fn(stats, ctx) -> weight_BK`` under ``name``.
+
+    ``batch_level=True`` declares that a row's weights depend on the other rows: the weighting is
+    then computed once per training step over the whole batch (see the module docstring).
+    """
 
     def decorator(fn: StepWeightingFn) -> StepWeightingFn:
         if name in STEP_WEIGHTINGS and STEP_WEIGHTINGS[name] is not fn:
             raise ValueError(f"step weighting {name!r} is already registered")
         STEP_WEIGHTINGS[name] = fn
+        if batch_level:
+            BATCH_LEVEL_WEIGHTINGS.add(name)
         return fn
 
     return decorator
+
+
+def is_batch_level(name: str) -> bool:
+    """Whether weighting ``name`` needs the whole training step's batch (not one micro-batch)."""
+    return name in BATCH_LEVEL_WEIGHTINGS
 
 
 def get_step_weighting(name: str) -> StepWeightingFn:
@@ -152,7 +184,7 @@ def uniform_weighting(stats: SODStepStats, ctx: StepWeightingContext) -> torch.T
     return stats.valid_BK.float()
 
 
-@register_step_weighting("random")
+@register_step_weighting("random", batch_level=True)
 def random_weighting(stats: SODStepStats, ctx: StepWeightingContext) -> torch.Tensor:
     later_BK = stats.valid_BK & ~first_slot_BK(stats.valid_BK)
     values_S = stats.weight_BK[later_BK]  # row-major order of the non-first steps
@@ -170,7 +202,7 @@ def threshold_weighting(stats: SODStepStats, ctx: StepWeightingContext) -> torch
     return w_BK * stats.valid_BK
 
 
-@register_step_weighting("position_median")
+@register_step_weighting("position_median", batch_level=True)
 def position_median_weighting(stats: SODStepStats, ctx: StepWeightingContext) -> torch.Tensor:
     d_BK = torch.where(stats.valid_BK, stats.divergence_BK, float("nan"))
     median_K = torch.nanmedian(d_BK, dim=0).values  # lower median per slot; nan where no row has it
@@ -225,14 +257,22 @@ def apply_step_weighting(
     Per-token weights are broadcast from the steps, so tokens outside steps get 0 whatever the
     weighting returns; invalid step slots are zeroed too.
     """
-    fn = get_step_weighting(name)
-    if name == DEFAULT_STEP_WEIGHTING and fn is divergence_weighting:
+    if name == DEFAULT_STEP_WEIGHTING and get_step_weighting(name) is divergence_weighting:
         return stats
-    w_BK = fn(stats, ctx if ctx is not None else StepWeightingContext())
+    return with_step_weights(stats, step_weights_BK(name, stats, ctx), slot_BT)
+
+
+def step_weights_BK(name: str, stats: SODStepStats, ctx: StepWeightingContext | None = None) -> torch.Tensor:
+    """float32 ``[B, K]`` weights of weighting ``name`` (0 on invalid slots); ``weight_BT`` is unused."""
+    w_BK = get_step_weighting(name)(stats, ctx if ctx is not None else StepWeightingContext())
     if w_BK.shape != stats.valid_BK.shape:
         raise ValueError(
             f"step weighting {name!r} returned shape {tuple(w_BK.shape)}, "
             f"expected {tuple(stats.valid_BK.shape)}"
         )
-    w_BK = torch.where(stats.valid_BK, w_BK.detach().float(), 0.0)
+    return torch.where(stats.valid_BK, w_BK.detach().float(), 0.0)
+
+
+def with_step_weights(stats: SODStepStats, w_BK: torch.Tensor, slot_BT: torch.Tensor) -> SODStepStats:
+    """``stats`` with step weights ``w_BK`` and their per-token broadcast over ``slot_BT``."""
     return dataclasses.replace(stats, weight_BK=w_BK, weight_BT=broadcast_step_weights(w_BK, slot_BT))

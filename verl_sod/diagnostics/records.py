@@ -11,13 +11,13 @@ One JSON object per sampled trajectory, one file per training step::
 
 ``w`` is the paper's divergence weight, ``w_applied`` the weight of the configured
 ``sod_weighting`` (equal to ``w`` for ``divergence``). Both come from
-:func:`verl_sod.algos.sod_loss.sod_batch_weights`, the function the loss itself calls, on the
+:func:`verl_sod.algos.batch_weights.sod_batch_weights`, the function the loss itself calls, on the
 same fields the actor sees (``old_log_probs`` or ``rollout_log_probs``, ``teacher_logprobs``,
-``sod_step_ids``, ``sod_step_outcomes``), so a record shows the weights the update used. One
-exception: ``random`` draws its permutation from the driver's own generator, so its ``w_applied``
-is a draw from the same distribution, not the actor's draw. ``outcome`` is the outcome of the
-tool call step k made (``none`` without a call); ``tool`` is null without ``sod_tool_agent``.
-``verl_sod.report`` reads these files.
+``sod_step_ids``, ``sod_step_outcomes``, and for a batch-level weighting the ``sod_step_weights``
+the trainer computed over the whole step before the update), so a record shows the weights the
+update applied, for every weighting. ``outcome`` is the outcome of the tool call step k made
+(``none`` without a call); ``tool`` is null without ``sod_tool_agent``. ``verl_sod.report`` reads
+these files.
 """
 
 from __future__ import annotations
@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from tensordict import TensorDict
-from verl.workers.utils.padding import no_padding_2_padding
 
+from verl_sod.algos.batch_weights import divergence_inputs, padded, sod_batch_weights, sod_setting
 from verl_sod.algos.patterns import classify_patterns
-from verl_sod.algos.sod_loss import padded, sod_batch_weights, sod_setting
 from verl_sod.algos.step_weightings import step_outcomes_BK
 from verl_sod.algos.tool_metrics import tool_stats_BF
 from verl_sod.fields import (
@@ -46,8 +45,10 @@ from verl_sod.fields import (
 )
 
 __all__ = ["RECORDS_SUBDIR", "build_records", "records_file"]
+#: fields the step weights need (besides the divergence source, which the config names)
+WEIGHT_FIELDS = ("prompts", "responses", "response_mask", "teacher_logprobs")
 #: fields every record needs (besides the divergence source, which the config names)
-REQUIRED_FIELDS = ("prompts", "responses", "response_mask", "teacher_logprobs", "rm_scores")
+REQUIRED_FIELDS = (*WEIGHT_FIELDS, "rm_scores")
 #: fields only ``sod_tool_agent`` trajectories carry
 AGENT_FIELDS = AGENT_BATCH_KEYS
 
@@ -80,16 +81,14 @@ def _tool_rows(data: TensorDict, B: int) -> list[dict[str, int] | None]:
 def build_records(loss_config: Any, data: TensorDict, uids: Sequence[str], step: int) -> list[dict[str, Any]]:
     """The records of the rows of ``data`` (nested or padded fields, as TransferQueue returns them).
 
-    ``data`` holds :data:`REQUIRED_FIELDS`, the configured divergence source and, for
-    ``sod_tool_agent`` rows, :data:`AGENT_FIELDS`.
+    ``data`` holds :data:`REQUIRED_FIELDS`, the configured divergence source, for
+    ``sod_tool_agent`` rows :data:`AGENT_FIELDS`, and for a batch-level weighting the carried
+    ``sod_step_weights``.
     """
-    mask_BT = padded(data["response_mask"], 0).bool()
+    student_BT, teacher_BT, mask_BT = divergence_inputs(loss_config, data)
+    if student_BT is None:
+        raise ValueError(f"records: the batch lacks {sod_setting(loss_config, 'sod_divergence_source')!r}")
     B, _ = mask_BT.shape
-    source = sod_setting(loss_config, "sod_divergence_source")
-    student_BT = padded(data[source], 0.0).float()
-    teacher_BT = no_padding_2_padding(data["teacher_logprobs"], data).float()
-    if teacher_BT.dim() == 3:
-        teacher_BT = teacher_BT[..., 0]
     weights = sod_batch_weights(loss_config, data, student_BT, teacher_BT, mask_BT)
     stats, applied = weights.stats, weights.applied
     patterns = classify_patterns(stats, sod_setting(loss_config, "sod_pattern_tol")).tolist()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from collections.abc import Callable
 from typing import Protocol
 
 from verl_sod.sandbox.config import SandboxConfig
@@ -14,7 +15,11 @@ class _Backend(Protocol):
     level: str
 
     async def run(
-        self, code: str, stdin: str | None = None, timeout_s: float | None = None
+        self,
+        code: str,
+        stdin: str | None = None,
+        timeout_s: float | None = None,
+        on_slot_acquired: Callable[[], None] | None = None,
     ) -> SandboxResult: ...
 
     def close(self) -> None: ...
@@ -26,9 +31,11 @@ class Sandbox:
     ``await sandbox.run(code, stdin=None, timeout_s=None)`` may be called concurrently from any
     number of coroutines (and event loops); at most ``num_slots`` local runs (or
     ``fusion_max_concurrent`` remote requests) proceed at once, the rest wait their turn.
-    ``run_sync`` is the same for synchronous callers. Construction of a ``local`` sandbox probes
-    the isolation levels once and raises :class:`SandboxUnavailableError` when only the refused
-    ``unsafe`` level would work.
+    ``run_sync`` is the same for synchronous callers. ``on_slot_acquired`` (optional) is called
+    once, without arguments, when the run has its slot (or remote request permit), i.e. when
+    queueing ends and the run's own time starts; callers use it to time queueing apart.
+    Construction of a ``local`` sandbox probes the isolation levels once and raises
+    :class:`SandboxUnavailableError` when only the refused ``unsafe`` level would work.
     """
 
     def __init__(self, config: SandboxConfig | None = None) -> None:
@@ -47,8 +54,16 @@ class Sandbox:
         """The isolation level in use (``sandbox_fusion`` for the remote backend)."""
         return self._backend.level
 
-    async def run(self, code: str, stdin: str | None = None, timeout_s: float | None = None) -> SandboxResult:
-        return await self._backend.run(code, stdin=stdin, timeout_s=timeout_s)
+    async def run(
+        self,
+        code: str,
+        stdin: str | None = None,
+        timeout_s: float | None = None,
+        on_slot_acquired: Callable[[], None] | None = None,
+    ) -> SandboxResult:
+        return await self._backend.run(
+            code, stdin=stdin, timeout_s=timeout_s, on_slot_acquired=on_slot_acquired
+        )
 
     def run_sync(self, code: str, stdin: str | None = None, timeout_s: float | None = None) -> SandboxResult:
         """Blocking ``run``; works with or without an event loop running in this thread."""

@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -121,12 +122,20 @@ class SandboxFusionBackend:
         """How long one call may take once it has its place: every attempt and back-off included."""
         return 2 * timeout + self.cfg.fusion_http_slack_s  # compile + run time-outs + slack, as verl's
 
-    async def run(self, code: str, stdin: str | None = None, timeout_s: float | None = None) -> SandboxResult:
+    async def run(
+        self,
+        code: str,
+        stdin: str | None = None,
+        timeout_s: float | None = None,
+        on_slot_acquired: Callable[[], None] | None = None,
+    ) -> SandboxResult:
         timeout = self.cfg.timeout_s if timeout_s is None else float(timeout_s)
         if not 0 < timeout <= 3600:
             raise ValueError(f"timeout_s={timeout!r} is out of range (0, 3600]")
         payload = self._payload(code, stdin, timeout)
         async with self._semaphore():
+            if on_slot_acquired is not None:
+                on_slot_acquired()
             start = time.monotonic()
             reply = await self._attempts(payload, start, self.call_deadline_s(timeout))
         if isinstance(reply, str):

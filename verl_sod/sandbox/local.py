@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import warnings
+from collections.abc import Callable
 
 from verl_sod.sandbox import isolation
 from verl_sod.sandbox.child import ChildOutcome, kill_group, run_child
@@ -61,11 +62,19 @@ class LocalBackend:
         self._pool.close()
         wait_for_cleanup()
 
-    async def run(self, code: str, stdin: str | None = None, timeout_s: float | None = None) -> SandboxResult:
+    async def run(
+        self,
+        code: str,
+        stdin: str | None = None,
+        timeout_s: float | None = None,
+        on_slot_acquired: Callable[[], None] | None = None,
+    ) -> SandboxResult:
         timeout = self.cfg.timeout_s if timeout_s is None else float(timeout_s)
         if not 0 < timeout <= 3600:
             raise ValueError(f"timeout_s={timeout!r} is out of range (0, 3600]")
         async with self._pool.slot() as slot:
+            if on_slot_acquired is not None:
+                on_slot_acquired()
             return await self._run_in_slot(slot, code, stdin, timeout)
 
     def _slot_uid(self, slot: int) -> int | None:

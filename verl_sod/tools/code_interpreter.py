@@ -7,7 +7,9 @@ run is prefixed with ``Error: ...`` so the model sees what went wrong. Each stre
 marker. Nothing raises: a missing ``code``, an exception from the executor, or a sandbox that
 cannot start all become error observations. The tool reports its outcome in the metrics it
 returns (``{"status": "ok" | "error" | "timeout" | "sandbox_error", ...}``), which
-``sod_tool_agent`` records per step.
+``sod_tool_agent`` records per step, and ``queue_s``: the seconds the run waited for a sandbox
+slot. Under ``sod_tool_agent`` that wait pauses the call's time-out clock
+(:mod:`verl_sod.agent.clock`): the time-out bounds the run, not the queue in front of it.
 
 Config (``verl_sod/config/tools/code_interpreter.yaml``, verl's ``tool_config_path`` format):
 ``timeout_s`` (per run), ``max_output_chars`` (per stream) and ``sandbox`` (the keyword arguments
@@ -19,11 +21,15 @@ tool object (verl loads tools once per agent-loop worker), off the event loop.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import time
 from typing import Any, Protocol
 
 from verl.tools.base_tool import BaseTool
 from verl.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
+
+from verl_sod.agent.clock import current_tool_clock
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +50,11 @@ DEFAULT_SCHEMA: dict[str, Any] = {
 
 
 class Executor(Protocol):
-    """What the tool needs from a sandbox (``verl_sod.sandbox.Sandbox`` satisfies it)."""
+    """What the tool needs from a sandbox (``verl_sod.sandbox.Sandbox`` satisfies it).
+
+    An executor whose ``run`` also takes ``on_slot_acquired`` (the sandbox's does) lets the tool
+    time its queueing apart (see ``queue_s`` below).
+    """
 
     async def run(self, code: str, stdin: str | None = None, timeout_s: float | None = None) -> Any: ...
 
@@ -127,12 +137,61 @@ class CodeInterpreterTool(BaseTool):
         if executor is None:
             text = f"Error: code execution is unavailable ({self._executor_error})."
             return ToolResponse(text=text), 0.0, {"status": "sandbox_error"}
+        wait = SlotWait(current_tool_clock(), accepts_slot_hook(executor))
         try:
-            result = await executor.run(code, timeout_s=self.timeout_s)
+            result = await executor.run(code, timeout_s=self.timeout_s, **wait.kwargs())
         except Exception as exc:
             logger.warning("code_interpreter: executor raised %r", exc)
             text = f"Error: the code sandbox failed: {type(exc).__name__}: {exc}"
-            return ToolResponse(text=text), 0.0, {"status": "sandbox_error"}
+            return ToolResponse(text=text), 0.0, {"status": "sandbox_error", "queue_s": wait.done()}
+        finally:
+            queue_s = wait.done()
         text = format_observation(result, self.max_output_chars, self.timeout_s)
-        metrics = {"status": result.status, "exit_code": result.exit_code, "duration_s": result.duration_s}
+        metrics = {
+            "status": result.status,
+            "exit_code": result.exit_code,
+            "duration_s": result.duration_s,
+            "queue_s": queue_s,
+        }
         return ToolResponse(text=text), 0.0, metrics
+
+
+def accepts_slot_hook(executor: Any) -> bool:
+    """Whether ``executor.run`` takes ``on_slot_acquired`` (the sandbox does; simple fakes may not)."""
+    try:
+        params = inspect.signature(executor.run).parameters
+    except (TypeError, ValueError):
+        return False
+    return "on_slot_acquired" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+class SlotWait:
+    """Times one run's wait for a sandbox slot and pauses the caller's tool clock meanwhile.
+
+    ``clock`` is the ``sod_tool_agent`` loop's :class:`verl_sod.agent.clock.ToolCallClock` (None
+    outside that loop). ``hooked``: the executor reports its slot (``on_slot_acquired``); when it
+    cannot, the wait is not measured (``queue_s`` 0) and the whole run counts as tool time.
+    """
+
+    def __init__(self, clock: Any, hooked: bool) -> None:
+        self.clock = clock if hooked else None
+        self.hooked = hooked
+        self.start = time.monotonic()
+        self.queue_s: float | None = None
+        if self.clock is not None:
+            self.clock.queued()
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"on_slot_acquired": self.acquired} if self.hooked else {}
+
+    def acquired(self) -> None:
+        if self.queue_s is None:
+            self.queue_s = time.monotonic() - self.start
+        if self.clock is not None:
+            self.clock.acquired()
+
+    def done(self) -> float:
+        """Seconds queued (0 when not measured); resumes the clock if the slot never came."""
+        if self.clock is not None:
+            self.clock.acquired()
+        return round(self.queue_s or 0.0, 6)
