@@ -105,7 +105,7 @@ def test_no_tool_token_reaches_the_distillation_signal(tok, rollout):
     """Real log-probs of two tiny real-vocab Qwen3 models on the real trajectory; the SOD loss and its
     gradient are zero on every tool token, and the weights ignore what tool tokens carry."""
     from helpers import TEACHER_OVERRIDES
-    from verl.trainer.distillation.losses import distillation_loss
+    from verl.trainer.distillation.losses import distillation_loss, get_distillation_loss_fn
     from verl.utils.config import omega_conf_to_dataclass
     from verl.workers.utils.padding import no_padding_2_padding
 
@@ -130,6 +130,8 @@ def test_no_tool_token_reaches_the_distillation_signal(tok, rollout):
     cfg = compose("sod", [*TEACHER_OVERRIDES, "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1"])
     actor_cfg = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
     dist_cfg = omega_conf_to_dataclass(cfg.distillation)
+    losses_BT, _ = get_distillation_loss_fn("sod")(actor_cfg, dist_cfg, model_output, data)
+    assert torch.all(losses_BT[0][mask == 0] == 0) and losses_BT[0][mask == 1].abs().sum() > 0
     loss, _ = distillation_loss(actor_cfg, dist_cfg, model_output, data)
     (grad,) = torch.autograd.grad(loss, model_output["leaf"])
     grad_T = no_padding_2_padding(grad, data)[0]
