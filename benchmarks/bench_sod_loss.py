@@ -101,7 +101,8 @@ def main() -> None:
     ratio = sod / k1
     print(
         f"[distillation_loss B={B} T={T}, loss + backward] sod {sod * 1e3:8.1f} ms"
-        f" | verl k1 {k1 * 1e3:8.1f} ms | ratio {ratio:5.2f}x (goal <= {GOAL}x: {'met' if ratio <= GOAL else 'NOT met'})"
+        f" | verl k1 {k1 * 1e3:8.1f} ms | ratio {ratio:5.2f}x"
+        f" (goal <= {GOAL}x: {'met' if ratio <= GOAL else 'NOT met'})"
     )
 
 
