@@ -58,6 +58,7 @@ gpu-check:
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 fmt: install
 	$(VENV)/bin/ruff format .

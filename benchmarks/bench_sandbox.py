@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from verl_sod.sandbox import Sandbox, SandboxConfig, isolation
-from verl_sod.sandbox.local import wait_for_cleanup
+from verl_sod.sandbox.cleanup import wait_for_cleanup
 
 PROGRAMS = {
     "hello": "print(1)",

@@ -7,6 +7,8 @@ that the sandbox still runs programs afterwards.
 from __future__ import annotations
 
 import asyncio
+import glob
+import json
 import os
 import select
 import shutil
@@ -31,6 +33,19 @@ def scratch_dir(prefix: str) -> Iterator[str]:
     os.chmod(path, 0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+def drop_cache_entries(scratch: str) -> None:
+    """Remove the isolation-cache entries of work roots under ``scratch`` (they would accumulate)."""
+    from verl_sod.sandbox import level_cache
+
+    for path in glob.glob(os.path.join("/run/lock", level_cache.PREFIX + "*.json")):
+        try:
+            with open(path) as fh:
+                if json.load(fh)["key"]["work_root"].startswith(scratch):
+                    os.unlink(path)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
 
 
 def make_config(scratch: str, **settings: object) -> SandboxConfig:

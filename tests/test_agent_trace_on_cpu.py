@@ -11,7 +11,6 @@ from tensordict import TensorDict
 from verl.experimental.agent_loop.tool_parser import ToolParser
 from verl.utils.tokenizer.continuous_token import MergeResult
 
-from verl_sod.agent import TOOL_STATS_KEY, tool_metrics, tool_metrics_values
 from verl_sod.agent.parser import MALFORMED_TOOL_NAME, LenientHermesParser, parse_block, split_blocks
 from verl_sod.agent.trace import (
     TrajectoryTrace,
@@ -20,6 +19,8 @@ from verl_sod.agent.trace import (
     mask_runs,
     step_ids_from_runs,
 )
+from verl_sod.algos.tool_metrics import tool_metrics, tool_metrics_values
+from verl_sod.fields import TOOL_STATS_KEY
 from verl_sod.tiny.assets import build_tokenizer
 
 

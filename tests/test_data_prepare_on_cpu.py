@@ -263,11 +263,12 @@ def test_open_agentrl_30k(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     assert json.loads(rows[2]["reward_model"]["ground_truth"]) == STDIN_TRUTH
 
 
-def test_unsupported_input_and_module_entry_point(tmp_path: Path) -> None:
+def test_unsupported_input_and_module_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "data.csv"
     bad.write_text("a,b\n")
-    with pytest.raises(ValueError, match="unsupported input type"):
-        run_cli("aime2024", "--input", str(bad), "--output", str(tmp_path))
+    assert run_cli("aime2024", "--input", str(bad), "--output", str(tmp_path / "out")) == 2
+    assert "unsupported input type '.csv'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
     proc = subprocess.run(
         [sys.executable, "-m", "verl_sod.data", "prepare", "--help"],
         capture_output=True,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from importlib import resources
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from helpers import TEACHER_OVERRIDES
 
@@ -28,20 +31,27 @@ def models(tmp_path_factory):
         tok = assets.build_tokenizer()
         tok.add_tokens(["<extra_token>"])
         tok.save_pretrained(other)
-    return {"student": str(student), "teacher": str(teacher), "other": str(other)}
+        shutil.copy(teacher / "config.json", other / "config.json")  # a model dir, another vocabulary
+    data = root / "train.parquet"
+    pq.write_table(pa.Table.from_pylist([{"prompt": [{"role": "user", "content": "1+1?"}]}]), data)
+    return {"student": str(student), "teacher": str(teacher), "other": str(other), "data": str(data)}
 
 
 def _paths(models, teacher="teacher"):
+    """Student, data and a GPU attention that needs no flash-attn; then the teacher."""
     return [
         f"actor_rollout_ref.model.path={models['student']}",
+        f"data.train_files={models['data']}",
+        f"data.val_files={models['data']}",
+        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
         f"distillation.teacher_models.teacher_model.model_path={models[teacher]}",
     ]
 
 
 def test_valid_presets_pass(models):
     preflight(compose("sod", [*TEACHER, *_paths(models)]))
-    preflight(compose("grpo", _paths(models)[:1]))
-    preflight(compose("dapo", ["actor_rollout_ref.rollout.response_length=8192", *_paths(models)[:1]]))
+    preflight(compose("grpo", _paths(models)[:-1]))
+    preflight(compose("dapo", ["actor_rollout_ref.rollout.response_length=8192", *_paths(models)[:-1]]))
 
 
 def test_teacher_with_another_tokenizer_names_both(models):
@@ -54,9 +64,8 @@ def test_teacher_with_another_tokenizer_names_both(models):
 @pytest.mark.parametrize("which", ["student", "teacher"])
 def test_missing_model_path(models, which):
     paths = _paths(models)
-    paths[0 if which == "student" else 1] = (
-        paths[0 if which == "student" else 1].split("=")[0] + "=/no/such/model"
-    )
+    index = 0 if which == "student" else -1
+    paths[index] = paths[index].split("=")[0] + "=/no/such/model"
     with pytest.raises(ConfigError, match="/no/such/model: no such directory"):
         preflight(compose("sod", [*TEACHER, *paths]))
 
@@ -119,3 +128,25 @@ def test_launcher_stops_a_broken_config_before_ray():
     assert proc.returncode != 0
     assert "ConfigError" in proc.stderr and "preset=sod" in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr + proc.stdout
+
+
+RECIPE_ARGS = ["--config-dir", "recipes/sod", "--config-name", "sod"]
+
+
+def test_check_stops_a_recipe_without_its_required_keys_in_one_line():
+    proc = _launch(*RECIPE_ARGS, "--check")
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ConfigError: data.train_files is required by ") and "recipes/sod/sod.yaml" in last
+    assert "Traceback" not in proc.stderr and "Started a local Ray instance" not in proc.stdout + proc.stderr
+
+
+def test_check_prints_the_resolved_config_and_what_would_run(models):
+    cpu = [p for p in _paths(models) if "attn_implementation" not in p]  # platform=cpu sets eager
+    proc = _launch("preset=sod", "platform=cpu", "--check", *cpu)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"train_files: {models['data']}" in proc.stdout  # the resolved config
+    assert "What would run:" in proc.stdout and "loss_mode=sod" in proc.stdout
+    assert f"data.train_files: {models['data']} (1 rows)" in proc.stdout
+    assert "Preflight passed" in proc.stdout
+    assert "Started a local Ray instance" not in proc.stdout + proc.stderr

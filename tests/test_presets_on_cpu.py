@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
+import yaml
 from helpers import TEACHER_OVERRIDES
 from omegaconf import OmegaConf
 from verl.utils.config import omega_conf_to_dataclass
 
+from verl_sod.algos.sod_config import SODDistillationLossConfig
+from verl_sod.algos.step_weightings import STEP_WEIGHTINGS
 from verl_sod.presets import available_presets, compose
 
 TEACHER = TEACHER_OVERRIDES
@@ -102,7 +108,46 @@ def test_every_preset_resolves():
 
 
 def test_sod_preset_exposes_the_step_weightings_without_plus_keys():
-    """Every weighting is selectable with a plain override (no ``+key=``) and reaches the config."""
-    for name in ("divergence", "uniform", "random", "threshold", "tool_error_gate"):
-        cfg = compose("sod", [f"distillation.distillation_loss.sod_weighting={name}"])
+    """Every registered weighting is selectable with a plain override (no ``+key=``) and builds."""
+    assert {"divergence", "position_median"} <= set(STEP_WEIGHTINGS)
+    for name in sorted(STEP_WEIGHTINGS):
+        cfg = compose("sod", [*TEACHER, f"distillation.distillation_loss.sod_weighting={name}"])
         assert cfg.distillation.distillation_loss.sod_weighting == name
+        assert omega_conf_to_dataclass(cfg.distillation).distillation_loss.sod_weighting == name
+
+
+def test_sod_loss_keys_come_from_the_dataclass():
+    """The composed ``sod`` node carries SODDistillationLossConfig's own fields at the class's defaults."""
+    node = compose("sod", TEACHER).distillation.distillation_loss
+    own = set(SODDistillationLossConfig.__annotations__)
+    defaults = {f.name: f.default for f in dataclasses.fields(SODDistillationLossConfig) if f.name in own}
+    assert node._target_ == "verl_sod.algos.sod_config.SODDistillationLossConfig"
+    assert own <= set(node.keys())
+    # the preset's one deliberate difference: it writes per-step records (the dataclass writes none)
+    assert {k: node[k] for k in own} == {**defaults, "sod_records_per_step": 64}
+
+
+#: the only SOD-loss key a YAML may set, where, and why: the preset turns the per-step records on
+ALLOWED_SOD_KEYS = {("verl_sod/config/preset/sod.yaml", "sod_records_per_step")}
+
+
+def _keys(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key
+            yield from _keys(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _keys(value)
+
+
+def test_no_yaml_repeats_the_sod_defaults():
+    """SOD's defaults are written once (verl_sod/algos/sod_config.py); no config or recipe copies them."""
+    own = set(SODDistillationLossConfig.__annotations__) - {"loss_mode", "use_policy_gradient"}
+    repo = Path(__file__).resolve().parents[1]
+    found = set()
+    for root in ("verl_sod/config", "recipes"):
+        for path in sorted((repo / root).rglob("*.yaml")):
+            keys = set(_keys(yaml.safe_load(path.read_text())))
+            found |= {(path.relative_to(repo).as_posix(), key) for key in keys & own}
+    assert found == ALLOWED_SOD_KEYS

@@ -6,7 +6,8 @@ import pytest
 from helpers import TEACHER_OVERRIDES
 from transformers import AutoTokenizer
 
-from verl_sod.preflight import ConfigError, describe_tokenizer, preflight
+from verl_sod.preflight import ConfigError, preflight
+from verl_sod.preflight.files import describe_tokenizer
 from verl_sod.presets import compose
 from verl_sod.tiny import assets, real
 
@@ -46,8 +47,8 @@ def test_a_smollm2_teacher_for_a_qwen3_student_is_refused_naming_both(dirs):
     with pytest.raises(ConfigError, match="different tokenizers") as err:
         preflight(_config(dirs["qwen3"], dirs["smollm2"]))
     message = str(err.value)
-    assert f"{dirs['smollm2']}: SmolLM2 tokenizer, 49152 tokens" in message
-    assert f"{dirs['qwen3']}: Qwen3 tokenizer, 151669 tokens" in message
+    assert f"{dirs['smollm2']} (SmolLM2 tokenizer, 49152 tokens)" in message
+    assert f"{dirs['qwen3']} (Qwen3 tokenizer, 151669 tokens)" in message
 
 
 def test_same_family_pairs_pass(dirs):

@@ -15,16 +15,21 @@ import numpy as np
 import pytest
 
 from verl_sod.report.__main__ import main
+from verl_sod.report.analysis import summarize
 from verl_sod.report.records import (
     ReportError,
     load_records,
     parse_trajectory,
+    prompt_clusters,
+    prompt_uid,
     resolve_dirs,
     step_table,
     tool_counts,
+    tool_pattern,
 )
 from verl_sod.report.stats import (
     Clusters,
+    auroc,
     bootstrap,
     bootstrap_estimate,
     cluster_resample,
@@ -33,6 +38,7 @@ from verl_sod.report.stats import (
     pearson_r,
     point_biserial,
     stratified_diff,
+    stratified_permutation_p,
 )
 from verl_sod.report.synthetic import NULL_SPEC, SyntheticSpec, generate
 
@@ -236,33 +242,127 @@ def _check_outputs(out: Path, extra: tuple[str, ...] = ()) -> None:
     assert all((out / link).is_file() for link in links)
 
 
-def test_planted_error_effect_is_recovered(tmp_path):
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_planted_error_effect_is_recovered(tmp_path, seed):
     spec = replace(SMALL, error_effect=0.25, wrong_shift=0.0)
-    out, s = _report(tmp_path, spec, seed=7)
+    out, s = _report(tmp_path, spec, seed=seed)
     err = s["error_divergence"]
     assert err["available"] and err["n_after_error"] > 30
-    assert err["diff"]["lo"] < 0.25 < err["diff"]["hi"] and _excludes_zero(err["diff"])
-    assert err["r"]["lo"] > 0.3
-    assert err["stratified"]["lo"] < 0.25 < err["stratified"]["hi"]
+    assert _excludes_zero(err["diff"]) and abs(err["diff"]["value"] - 0.25) < 0.06
+    assert abs(err["stratified"]["value"] - 0.25) < 0.06 and len(err["strata_used"]) >= 2
+    assert err["r"]["lo"] > 0.3 and err["auroc"]["lo"] > 0.75 and err["stratified_perm_p"] < 0.01
     _check_outputs(out)
     md = (out / "report.md").read_text()
     assert "Steps after a tool error have mean d" in md and "the CI excludes 0" in md
+    assert "stratified permutation p" in md and "## Weight patterns vs tool-outcome patterns" in md
 
 
-def test_planted_correctness_effect_is_recovered(tmp_path):
+@pytest.mark.parametrize("seed", [8, 9, 10])
+def test_planted_correctness_effect_is_recovered(tmp_path, seed):
     spec = replace(SMALL, error_effect=0.0, wrong_shift=0.2, p_right_after_error=0.85)
-    _, s = _report(tmp_path, spec, seed=8)
+    _, s = _report(tmp_path, spec, seed=seed)
     cor = s["correctness"]
-    assert cor["diff_max_d"]["hi"] < 0 and cor["r_max_d"]["hi"] < 0
-    assert not _excludes_zero(s["error_divergence"]["diff"])  # errors do not move d here
+    assert cor["diff_max_d"]["hi"] < 0 and cor["r_max_d"]["hi"] < 0 and cor["auroc_max_d_wrong"]["lo"] > 0.6
+    assert abs(s["error_divergence"]["diff"]["value"]) < 0.05  # errors do not move d here
 
 
-def test_null_dataset_cis_include_zero(tmp_path):
-    out, s = _report(tmp_path, replace(NULL_SPEC, train_steps=6, batch=48), seed=11)
-    err, cor = s["error_divergence"], s["correctness"]
-    for e in (err["r"], err["diff"], err["stratified"], cor["r_max_d"], cor["diff_max_d"]):
-        assert not _excludes_zero(e), e
-    assert "the CI includes 0" in (out / "report.md").read_text()
+def test_null_datasets_rarely_exclude_zero():
+    """Over 8 null datasets, each CI / test rejects in at most 2 (5% expected: 0.4)."""
+    rejected = {"r": 0, "diff": 0, "stratified": 0, "r_max_d": 0, "auroc": 0, "perm": 0}
+    for seed in range(11, 19):
+        loaded = _loaded(replace(NULL_SPEC, train_steps=4, batch=48), seed)
+        s, _ = summarize(loaded, reps=200, seed=seed)
+        err, cor = s["error_divergence"], s["correctness"]
+        for name, e in (("r", err["r"]), ("diff", err["diff"]), ("stratified", err["stratified"]),
+                        ("r_max_d", cor["r_max_d"])):  # fmt: skip
+            rejected[name] += _excludes_zero(e)
+        rejected["auroc"] += not (err["auroc"]["lo"] <= 0.5 <= err["auroc"]["hi"])
+        rejected["perm"] += err["stratified_perm_p"] < 0.05
+    assert all(v <= 2 for v in rejected.values()), rejected
+
+
+def _loaded(spec: SyntheticSpec, seed: int):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_records(generate(Path(tmp) / "run", spec, seed))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_prompt_clusters_widen_the_ci_when_prompts_share_an_effect(seed):
+    loaded = _loaded(replace(SMALL, prompt_effect=0.5, train_steps=4), seed)
+    by_prompt, _ = summarize(loaded, reps=300, seed=seed, cluster="prompt")
+    by_traj, _ = summarize(loaded, reps=300, seed=seed, cluster="trajectory")
+    width = lambda s: s["error_divergence"]["mean_not"]["hi"] - s["error_divergence"]["mean_not"]["lo"]  # noqa: E731
+    assert width(by_prompt) > 1.8 * width(by_traj)
+    assert by_prompt["bootstrap"]["clusters"] == 4 * 6 and by_traj["bootstrap"]["clusters"] == 4 * 48
+
+
+UID_CASES = [("3f2a-9c_0_3", "3f2a-9c"), ("s1g2_7_0", "s1g2"), ("x_1_2_3", "x_1"), ("nounderscore", None),
+             ("a_b_c", None), ("_1_2", None)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("uid", "prompt"), UID_CASES)
+def test_prompt_uid(uid, prompt):
+    assert prompt_uid(uid) == prompt
+
+
+def test_prompt_clusters_are_per_training_step():
+    recs = [parse_trajectory({**GOOD, "step": st, "uid": uid}) for st, uid in
+            [(1, "a_0_0"), (1, "a_1_0"), (2, "a_0_0"), (1, "b_0_0"), (1, "junk"), (1, "junk")]]  # fmt: skip
+    assert prompt_clusters(recs).tolist() == [0, 0, 1, 2, 3, 4]
+
+
+AUROC_CASES = [
+    ([1, 2, 3, 4], [0, 0, 1, 1], 1.0),
+    ([1, 2, 3, 4], [1, 1, 0, 0], 0.0),
+    ([1, 1, 1, 1], [0, 1, 0, 1], 0.5),
+    ([2, 1, 3], [1, 0, 0], 0.5),
+    ([1, 2, 2, 3], [0, 1, 0, 1], 0.875),  # pairs (2>1, 2=2 half, 3>1, 3>2) / 4
+    ([1, 2], [0, 0], math.nan),
+]
+
+
+@pytest.mark.parametrize(("v", "ind", "want"), AUROC_CASES)
+def test_auroc(v, ind, want):
+    got = auroc(np.array(v, float), np.array(ind, bool))
+    assert (math.isnan(want) and math.isnan(got)) or got == pytest.approx(want)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auroc_is_comparable_across_error_rates_and_r_is_not(seed):
+    rng = np.random.default_rng(seed)
+
+    def sample(share):
+        ind = rng.random(4000) < share
+        return rng.normal(size=4000) + 1.0 * ind, ind
+
+    (v1, i1), (v2, i2) = sample(0.05), sample(0.5)
+    assert abs(auroc(v1, i1) - auroc(v2, i2)) < 0.04  # both ~ Phi(1 / sqrt 2) = 0.76
+    assert point_biserial(v2, i2) - point_biserial(v1, i1) > 0.2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stratified_permutation_test(seed):
+    rng = np.random.default_rng(seed)
+    strata = rng.integers(0, 3, 300)
+    ind = rng.random(300) < 0.1 + 0.3 * strata  # errors cluster at later strata
+    confounded = strata.astype(float) + rng.normal(size=300) * 0.3  # d rises with the stratum only
+    planted = confounded + 0.4 * ind
+    assert stratified_permutation_p(confounded, ind, strata, reps=300, seed=seed) > 0.01
+    assert mean_diff(confounded, ind) > 0.3  # the raw difference is all confounding
+    assert stratified_permutation_p(planted, ind, strata, reps=300, seed=seed) < 0.01
+
+
+def test_pattern_vs_tool_crosstab(tmp_path):
+    _, s = _report(tmp_path, replace(SMALL, p_right_after_error=0.2), seed=4)
+    x = s["correctness"]["pattern_vs_tool"]
+    total = sum(c["n"] for row in x["cells"].values() for c in row.values())
+    assert total == s["counts"]["trajectories"]
+    by_tool = x["right_frac_by_tool_pattern"]
+    assert by_tool["no_failure"]["right_frac"] > by_tool["failed_not_recovered"]["right_frac"] + 0.3
+    t = parse_trajectory(GOOD)
+    assert tool_pattern(t) == "failed_not_recovered"
 
 
 def test_no_error_dataset(tmp_path):

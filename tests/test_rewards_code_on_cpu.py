@@ -11,13 +11,16 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
 import pytest
+from silent_server import silent_server
 
+from verl_sod.rewards import code as code_reward
 from verl_sod.rewards import compute_score
-from verl_sod.rewards.code import parse_tests
+from verl_sod.rewards.code import CodeLimits, parse_tests, reward_deadline_s, run_tests
 from verl_sod.rewards.executors import Executor, sandbox_settings
 
 
@@ -266,6 +269,69 @@ def test_executor_timeout_without_report() -> None:
     executor = CannedExecutor(FakeResult("timeout", "", "", None, 70.0))
     result = compute_score("LiveCodeBench_v6", py(ADD_OK), ADD, executor=executor)
     assert result["score"] == 0.0 and result["timed_out"] == 1.0
+
+
+class HangingExecutor:
+    """Never returns until released: an executor without bounds of its own."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def run_sync(self, code: str, stdin: str | None, timeout_s: float) -> FakeResult:
+        self.calls += 1
+        self.release.wait(timeout=60)  # bounded, so that a reward without a deadline fails, not hangs
+        return FakeResult("ok", "", "", 0, 0.0)
+
+
+def test_reward_deadline_bounds_an_executor_that_never_returns() -> None:
+    executor = HangingExecutor()
+    try:
+        start = time.monotonic()
+        outcome = run_tests("print(1)", parse_tests(ADD), executor, CodeLimits(deadline_s=0.5))
+        elapsed = time.monotonic() - start
+    finally:
+        executor.release.set()
+    assert (outcome.passed, outcome.total, outcome.fraction) == (0, 3, 0.0)
+    assert "code reward deadline of 0.5 s passed before the executor answered" in outcome.error
+    assert executor.calls == 1 and elapsed >= 0.5
+
+
+def test_reward_deadline_default() -> None:
+    """Room for the call and its retry: 2 x (tests' time + harness start-up) + slack."""
+    assert reward_deadline_s(CodeLimits(), 1) == pytest.approx(2 * (6 + 10 + 0.2) + 30)
+    assert reward_deadline_s(CodeLimits(), 10) == pytest.approx(2 * (60 + 10 + 2) + 30)
+    assert reward_deadline_s(CodeLimits(deadline_s=5), 10) == 5
+
+
+def test_executor_exception_still_propagates() -> None:
+    class Broken:
+        def run_sync(self, code: str, stdin: str | None, timeout_s: float) -> FakeResult:
+            raise RuntimeError("executor exploded")
+
+    with pytest.raises(RuntimeError, match="executor exploded"):
+        compute_score("LiveCodeBench_v6", py(ADD_OK), ADD, executor=Broken())
+
+
+def test_sandbox_fusion_that_never_answers_scores_zero_with_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake SandboxFusion server accepts and never answers: each call ends at its deadline
+    (2 x program limit + slack), the one retry too, and the reward records why it scored 0."""
+    from verl_sod.sandbox import Sandbox, SandboxConfig
+
+    monkeypatch.setattr(code_reward, "HARNESS_SLACK_S", 0.0)  # program limit 0.2 + 0.2 s: fast test
+    with silent_server() as server:
+        cfg = SandboxConfig(
+            backend="sandbox_fusion", fusion_url=server.url, fusion_http_slack_s=0.2, fusion_retries=3
+        )
+        with Sandbox(cfg) as sandbox:
+            result = compute_score(
+                "LiveCodeBench_v6", py(ADD_OK), {"inputs": ["1 2"], "outputs": ["3"]},
+                executor=sandbox, code_timeout_s=0.2,
+            )  # fmt: skip
+        accepted = server.accepted
+    assert result["score"] == 0.0 and result["acc"] == 0.0
+    assert "sandbox_error" in result["error"] and "deadline of 1.0 s" in result["error"], result
+    assert accepted == 2  # one attempt per call (no HTTP retries past the deadline), the reward's retry
 
 
 def test_executor_must_have_run_sync() -> None:

@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from silent_server import silent_server
 
 from verl_sod.sandbox import Sandbox, SandboxConfig
 from verl_sod.sandbox.config import FUSION_URL_ENV
@@ -151,6 +152,36 @@ def test_connection_error_and_http_timeout(fake: tuple[str, FakeFusion]) -> None
     with _sandbox(url, fusion_retries=0, fusion_http_slack_s=0.2) as sb:
         r = sb.run_sync("HANG #slow", timeout_s=0.1)
     assert r.status == "sandbox_error" and time.monotonic() - start < 1.4
+
+
+def test_server_that_never_answers_is_bounded_by_one_deadline() -> None:
+    """Accepts, never answers: one attempt uses the whole deadline, and no retry follows it."""
+    with silent_server() as server, _sandbox(server.url, fusion_retries=3, fusion_http_slack_s=0.5) as sb:
+        start = time.monotonic()
+        r = sb.run_sync("print(1)", timeout_s=0.5)
+        elapsed = time.monotonic() - start
+        accepted = server.accepted
+    assert r.status == "sandbox_error" and r.exit_code is None
+    assert "no reply within this call's deadline of 1.5 s (1 tries" in r.stderr, r.stderr
+    assert accepted == 1  # the three retries would each have waited another full HTTP time-out
+    assert elapsed >= 1.5 and r.duration_s >= 1.5
+
+
+def test_retries_stop_at_the_deadline(fake: tuple[str, FakeFusion]) -> None:
+    """Back-off that would run past the deadline is not slept: the call ends at its deadline."""
+    url, state = fake
+    with _sandbox(url, fusion_retries=6, fusion_backoff_s=0.4, fusion_http_slack_s=1.0) as sb:
+        r = sb.run_sync("ALWAYS504 #deadline", timeout_s=0.25)  # deadline 1.5 s: tries at 0, 0.4, 1.2 s
+    assert r.status == "sandbox_error" and "deadline of 1.5 s" in r.stderr and "HTTP 504" in r.stderr
+    assert 1 <= state.attempts["deadline"] <= 3  # 3 unless the machine is slow; 7 without the deadline
+
+
+def test_call_deadline_matches_the_documented_bound() -> None:
+    from verl_sod.sandbox.fusion import SandboxFusionBackend
+
+    backend = SandboxFusionBackend(SandboxConfig(backend="sandbox_fusion", fusion_url="http://127.0.0.1:9"))
+    assert backend.call_deadline_s(10.0) == 2 * 10.0 + SandboxConfig().fusion_http_slack_s == 30.0
+    backend.close()
 
 
 def test_concurrency_bound_respected(fake: tuple[str, FakeFusion]) -> None:

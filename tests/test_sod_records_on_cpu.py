@@ -18,10 +18,9 @@ from oracle import oracle_row_step_ids
 from test_sod_loss_on_cpu import make_micro_batch
 from verl.utils.config import omega_conf_to_dataclass
 
-from verl_sod.agent.trace import OUTCOME_CODES, TOOL_STATS_FIELDS
 from verl_sod.diagnostics.records import build_records, records_file, sample_keys, write_records
 from verl_sod.diagnostics.trainer import SOD_TRAINER_MODE, records_settings
-from verl_sod.fields import STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY
+from verl_sod.fields import OUTCOME_CODES, STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_FIELDS, TOOL_STATS_KEY
 from verl_sod.preflight import ConfigError, _resolve_sod_records
 from verl_sod.presets import compose
 

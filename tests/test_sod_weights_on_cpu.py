@@ -29,11 +29,13 @@ def test_matches_oracle_on_random_batches(seed, delta, min_weight):
 
 def test_explicit_step_ids_match_oracle(gen):
     student, teacher, mask = _batch(gen, B=12, T=48)
-    # merge pairs of runs into one step and leave gaps in the numbering
-    runs = sod_step_stats(student, teacher, mask).weight_BT  # noqa: F841  (smoke: same inputs work)
     from verl_sod.algos.sod_weights import mask_run_step_ids
 
     ids = mask_run_step_ids(mask.bool())
+    # explicit ids equal to the mask runs take the general scatter path and agree with the fast path
+    runs_BT = sod_step_stats(student, teacher, mask).weight_BT
+    torch.testing.assert_close(compute_sod_weights(student, teacher, mask, step_ids=ids), runs_BT)
+    # merge pairs of runs into one step and leave gaps in the numbering
     step_ids = torch.where(ids >= 0, ids // 2 * 3 + 1, ids)
     got = compute_sod_weights(student, teacher, mask, step_ids=step_ids)
     want = torch.tensor(oracle_sod_weights(student, teacher, mask, step_ids=step_ids))

@@ -69,15 +69,21 @@ def run_train(
     log_name: str = "train.log",
     echo: EchoFn | None = progress_line,
     env: dict[str, str] | None = None,
+    on_start: Callable[[subprocess.Popen], None] | None = None,
+    keep_metrics: bool = False,
 ) -> RunResult:
     """Run ``python -m verl_sod.train *args`` in ``out_dir``; metrics go to ``out_dir/metrics.jsonl``.
 
     Every output line goes to ``out_dir/<log_name>``; ``echo(line)`` decides what reaches the console.
+    ``on_start(proc)`` is called once the process runs (it is in its own session, so a signal can
+    reach the whole run); ``keep_metrics=True`` keeps an earlier ``metrics.jsonl`` for a resumed run
+    (the launcher merges it, see :mod:`verl_sod.resume`).
     """
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     metrics_path, log_path = out / "metrics.jsonl", out / log_name
-    metrics_path.unlink(missing_ok=True)
+    if not keep_metrics:
+        metrics_path.unlink(missing_ok=True)
     env = {**os.environ, **(env or {}), "VERL_FILE_LOGGER_PATH": str(metrics_path), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "verl_sod.train", *args]
     t0 = time.time()
@@ -85,9 +91,17 @@ def run_train(
         log.write(" ".join(cmd) + "\n")
         log.flush()
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=out
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=out,
+            start_new_session=on_start is not None,
         )
         assert proc.stdout is not None
+        if on_start is not None:
+            on_start(proc)
         for line in proc.stdout:
             log.write(line)
             shown = echo(line) if echo else None
@@ -138,11 +152,14 @@ def run_cpu_training(
     recipe: bool = False,
     env: dict[str, str] | None = None,
     task: str = "chain_calc",
+    on_start: Callable[[subprocess.Popen], None] | None = None,
+    keep_metrics: bool = False,
 ) -> RunResult:
     """Run ``preset`` on ``task`` for ``steps`` steps on CPU with the task's tiny models.
 
     ``recipe=True`` launches ``recipes/<preset>/<preset>.yaml`` scaled down by ``platform=cpu
     task=<task>`` (the CPU variant of the paper recipe) instead of the preset alone.
+    ``on_start`` and ``keep_metrics`` are passed to :func:`run_train`.
     """
     from verl_sod.tasks import load_task
 
@@ -153,4 +170,6 @@ def run_cpu_training(
         *cpu_overrides(preset, task, inputs, steps, validate, recipe),
         *(extra or []),
     ]
-    return run_train(args, out, echo=progress_line if echo else None, env=env)
+    return run_train(
+        args, out, echo=progress_line if echo else None, env=env, on_start=on_start, keep_metrics=keep_metrics
+    )

@@ -29,17 +29,16 @@ from verl.experimental.agent_loop.tool_agent_loop import AgentData, AgentState, 
 from verl.experimental.agent_loop.tool_parser import FunctionCall
 from verl.tools.schemas import ToolResponse
 
-from verl_sod.agent.output import EXTRA_FIELDS_KEY, SODAgentLoopOutput
+from verl_sod.agent.output import SODAgentLoopOutput
 from verl_sod.agent.parser import MALFORMED_TOOL_NAME, LenientHermesParser
-from verl_sod.agent.trace import (
+from verl_sod.agent.trace import TrajectoryTrace, consistent, step_ids_from_runs
+from verl_sod.fields import (
+    AGENT_EXTRA_KEY,
     OUTCOME_CODES,
     OUTCOME_ERROR,
     OUTCOME_OK,
     OUTCOME_TIMEOUT,
     TOOL_STATS_FIELDS,
-    TrajectoryTrace,
-    consistent,
-    step_ids_from_runs,
 )
 
 logger = logging.getLogger(__name__)
@@ -91,7 +90,7 @@ class SODToolAgentLoop(ToolAgentLoop):
             "tool_call_log": [vars(call) for call in trace.calls],
             "step_ids_source": source,
         }
-        output.extra_fields[EXTRA_FIELDS_KEY] = summary
+        output.extra_fields[AGENT_EXTRA_KEY] = summary
         return SODAgentLoopOutput.from_output(
             output,
             sod_step_ids=step_ids,

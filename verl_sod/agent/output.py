@@ -7,11 +7,12 @@ actor's loss. This subclass adds three such tensors:
 * ``sod_step_ids`` (int64, response-aligned): assistant step of each response token, -1 for
   tool/observation/role/boundary tokens. Consumed by ``verl_sod.algos.sod_loss``.
 * ``sod_step_outcomes`` (int64, one entry per assistant step): tool outcome code of each step
-  (:data:`verl_sod.agent.trace.OUTCOME_CODES`: 0 none, 1 ok, 2 error, 3 timeout).
+  (:data:`verl_sod.fields.OUTCOME_CODES`: 0 none, 1 ok, 2 error, 3 timeout).
 * ``sod_tool_stats`` (int64, fixed length): per-trajectory counters in
-  :data:`verl_sod.agent.trace.TOOL_STATS_FIELDS` order (see :mod:`verl_sod.agent.metrics`).
+  :data:`verl_sod.fields.TOOL_STATS_FIELDS` order (see :mod:`verl_sod.algos.tool_metrics`).
 
-The same information, human-readable, is in ``extra_fields["sod_agent"]`` (a dict), which verl
+The same information, human-readable, is in ``extra_fields[AGENT_EXTRA_KEY]`` (a dict; the key is in
+``verl_sod.fields``), which verl
 hands to reward managers (``tool_extra_fields``) and keeps in the batch's ``extra_fields``.
 """
 
@@ -23,11 +24,9 @@ import torch
 from pydantic import Field
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
 
-from verl_sod.fields import STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY
+from verl_sod.fields import AGENT_BATCH_KEYS, STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY
 
-EXTRA_FIELDS_KEY = "sod_agent"
-
-__all__ = ["EXTRA_FIELDS_KEY", "STEP_IDS_KEY", "STEP_OUTCOMES_KEY", "TOOL_STATS_KEY", "SODAgentLoopOutput"]
+__all__ = ["SODAgentLoopOutput"]
 
 
 class SODAgentLoopOutput(AgentLoopOutput):
@@ -46,7 +45,7 @@ class SODAgentLoopOutput(AgentLoopOutput):
 
     def as_dict(self) -> dict[str, Any]:
         out = super().as_dict()
-        for key in (STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY):
+        for key in AGENT_BATCH_KEYS:
             out.pop(key, None)
         out[STEP_IDS_KEY] = torch.tensor(self.sod_step_ids, dtype=torch.int64)
         out[STEP_OUTCOMES_KEY] = torch.tensor(self.sod_step_outcomes, dtype=torch.int64)

@@ -27,18 +27,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-OUTCOME_NONE, OUTCOME_OK, OUTCOME_ERROR, OUTCOME_TIMEOUT = "none", "ok", "error", "timeout"
-#: Integer codes of the per-step outcomes in the ``sod_step_outcomes`` tensor field.
-OUTCOME_CODES: dict[str, int] = {OUTCOME_NONE: 0, OUTCOME_OK: 1, OUTCOME_ERROR: 2, OUTCOME_TIMEOUT: 3}
-_SEVERITY = {OUTCOME_NONE: 0, OUTCOME_OK: 1, OUTCOME_ERROR: 2, OUTCOME_TIMEOUT: 3}
-#: Order of the per-trajectory counters in the ``sod_tool_stats`` tensor field.
-TOOL_STATS_FIELDS: tuple[str, ...] = (
-    "tool_calls",
-    "tool_errors",
-    "tool_timeouts",
-    "tool_format_errors",
-    "recovered",
+from verl_sod.fields import (
+    FAILED_OUTCOMES,
+    OUTCOME_CODES,
+    OUTCOME_ERROR,
+    OUTCOME_NONE,
+    OUTCOME_OK,
+    OUTCOME_TIMEOUT,
 )
+
+# the outcome codes are ordered by severity: a step with several calls reports its worst one
+_SEVERITY = OUTCOME_CODES
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class ToolCallRecord:
 
     @property
     def failed(self) -> bool:
-        return self.outcome in (OUTCOME_ERROR, OUTCOME_TIMEOUT)
+        return self.outcome in FAILED_OUTCOMES
 
 
 def apply_merge(step_ids: list[int], merge_result: Any, step: int) -> list[int]:

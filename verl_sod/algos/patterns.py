@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import torch
 
-from verl_sod.algos.sod_weights import SODStepStats
+from verl_sod.algos.sod_weights import SODStepStats, first_slot_B
+from verl_sod.fields import PATTERN_EMPTY as EMPTY
+from verl_sod.fields import PATTERN_ERRONEOUS as ERRONEOUS
+from verl_sod.fields import PATTERN_NAMES
+from verl_sod.fields import PATTERN_RECOVERY as RECOVERY
+from verl_sod.fields import PATTERN_STABLE as STABLE
 
-EMPTY, STABLE, ERRONEOUS, RECOVERY = -1, 0, 1, 2
-PATTERN_NAMES = {STABLE: "stable", ERRONEOUS: "erroneous", RECOVERY: "recovery"}
+__all__ = ["EMPTY", "ERRONEOUS", "PATTERN_NAMES", "RECOVERY", "STABLE", "classify_patterns", "sod_metrics"]
 
 
 def attenuated_steps(stats: SODStepStats, tol: float) -> torch.Tensor:
@@ -60,7 +64,7 @@ def sod_metrics(stats: SODStepStats, tol: float = 0.05, prefix: str = "sod/") ->
     w_valid = stats.weight_BK[valid_BK]
     K = valid_BK.shape[1]
     slot_K = torch.arange(K, device=valid_BK.device)
-    first_B = torch.where(valid_BK, slot_K, K).amin(dim=1).clamp(max=K - 1)
+    first_B = first_slot_B(valid_BK)
     last_B = torch.where(valid_BK, slot_K, -1).amax(dim=1).clamp(min=0)
     d1_B = stats.divergence_BK.gather(1, first_B.unsqueeze(1)).squeeze(1)[has_steps_B]
     dl_B = stats.divergence_BK.gather(1, last_B.unsqueeze(1)).squeeze(1)[has_steps_B]

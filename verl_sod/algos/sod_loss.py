@@ -46,11 +46,11 @@ from verl.utils.metric import AggregationType, Metric
 from verl.workers.config import ActorConfig, DistillationConfig
 from verl.workers.utils.padding import no_padding_2_padding
 
-from verl_sod.agent.metrics import tool_metrics
 from verl_sod.algos.patterns import sod_metrics
 from verl_sod.algos.sod_config import SODDistillationLossConfig
 from verl_sod.algos.sod_weights import SODStepStats, mask_run_step_ids, sod_step_stats, token_step_slots
 from verl_sod.algos.step_weightings import StepWeightingContext, apply_step_weighting
+from verl_sod.algos.tool_metrics import tool_metrics
 from verl_sod.fields import STEP_IDS_KEY, STEP_OUTCOMES_KEY
 
 logger = logging.getLogger(__name__)

@@ -151,16 +151,26 @@ def sod_step_stats(
     return _stats_from_step_ids(diff_BT, step_BT, epsilon, delta, min_weight)
 
 
+def first_slot_B(valid_BK: torch.Tensor) -> torch.Tensor:
+    """int64 [B]: the first valid step slot of each row (0 for a row without any valid slot)."""
+    K = valid_BK.shape[1]
+    slot_K = torch.arange(K, device=valid_BK.device)
+    return torch.where(valid_BK, slot_K, K).amin(dim=1).clamp(max=max(K - 1, 0))
+
+
+def first_slot_BK(valid_BK: torch.Tensor) -> torch.Tensor:
+    """bool [B, K]: True at the first valid slot of each row (nowhere for a row without one)."""
+    slot_K = torch.arange(valid_BK.shape[1], device=valid_BK.device)
+    return (slot_K.unsqueeze(0) == first_slot_B(valid_BK).unsqueeze(1)) & valid_BK
+
+
 def _step_weights(
     d_BK: torch.Tensor, valid_BK: torch.Tensor, eps: float, delta: float, floor: float
 ) -> torch.Tensor:
     """w_BK from per-step divergences; the first valid slot of each row gets 1, invalid slots 0."""
-    K = d_BK.shape[1]
-    slot_K = torch.arange(K, device=d_BK.device)
-    first_B = torch.where(valid_BK, slot_K, K).amin(dim=1).clamp(max=K - 1)
-    d1_B1 = d_BK.gather(1, first_B.unsqueeze(1))
+    d1_B1 = d_BK.gather(1, first_slot_B(valid_BK).unsqueeze(1))
     w_BK = ((d1_B1 + eps) / (d_BK + eps)).clamp(max=1.0 + delta)
-    w_BK = torch.where(slot_K.unsqueeze(0) == first_B.unsqueeze(1), torch.ones_like(w_BK), w_BK)
+    w_BK = torch.where(first_slot_BK(valid_BK), torch.ones_like(w_BK), w_BK)
     return w_BK.clamp(min=floor) * valid_BK
 
 

@@ -41,7 +41,7 @@ Registered weightings (``distillation.distillation_loss.sod_weighting``)
     ``tool_error_gate``
         Ignores divergence. ``w_k = sod_gate_weight`` (default 0) when step k - 1 made a tool call
         whose outcome was ``error`` or ``timeout`` (codes 2, 3 of the ``sod_step_outcomes`` field
-        the ``sod_tool_agent`` loop writes, :data:`verl_sod.agent.trace.OUTCOME_CODES`), else 1.
+        the ``sod_tool_agent`` loop writes, :data:`verl_sod.fields.OUTCOME_CODES`), else 1.
         Step 0 has no predecessor and is never gated. A heuristic that uses the agent loop's
         ground truth about failed tool calls, the event SOD's divergence is meant to detect;
         answers "does the divergence signal add anything beyond knowing where tools failed?".
@@ -77,7 +77,8 @@ from dataclasses import dataclass
 
 import torch
 
-from verl_sod.algos.sod_weights import SODStepStats, broadcast_step_weights
+from verl_sod.algos.sod_weights import SODStepStats, broadcast_step_weights, first_slot_BK
+from verl_sod.fields import FAILED_OUTCOME_CODES, STEP_OUTCOMES_KEY
 
 __all__ = [
     "DEFAULT_STEP_WEIGHTING",
@@ -91,8 +92,6 @@ __all__ = [
 ]
 
 DEFAULT_STEP_WEIGHTING = "divergence"
-#: ``sod_step_outcomes`` codes of a failed tool call (verl_sod.agent.trace.OUTCOME_CODES: error, timeout)
-FAILED_OUTCOME_CODES = (2, 3)
 
 
 @dataclass
@@ -143,14 +142,6 @@ def get_step_weighting(name: str) -> StepWeightingFn:
     return STEP_WEIGHTINGS[name]
 
 
-def _first_slot_BK(valid_BK: torch.Tensor) -> torch.Tensor:
-    """bool [B, K]: the first valid slot of each row."""
-    K = valid_BK.shape[1]
-    slot_K = torch.arange(K, device=valid_BK.device)
-    first_B = torch.where(valid_BK, slot_K, K).amin(dim=1)
-    return slot_K.unsqueeze(0) == first_B.unsqueeze(1)
-
-
 @register_step_weighting("divergence")
 def divergence_weighting(stats: SODStepStats, ctx: StepWeightingContext) -> torch.Tensor:
     return stats.weight_BK
@@ -163,7 +154,7 @@ def uniform_weighting(stats: SODStepStats, ctx: StepWeightingContext) -> torch.T
 
 @register_step_weighting("random")
 def random_weighting(stats: SODStepStats, ctx: StepWeightingContext) -> torch.Tensor:
-    later_BK = stats.valid_BK & ~_first_slot_BK(stats.valid_BK)
+    later_BK = stats.valid_BK & ~first_slot_BK(stats.valid_BK)
     values_S = stats.weight_BK[later_BK]  # row-major order of the non-first steps
     generator = ctx.generator if ctx.generator is not None else torch.Generator().manual_seed(0)
     perm_S = torch.randperm(values_S.numel(), generator=generator).to(values_S.device)
@@ -174,7 +165,7 @@ def random_weighting(stats: SODStepStats, ctx: StepWeightingContext) -> torch.Te
 
 @register_step_weighting("threshold")
 def threshold_weighting(stats: SODStepStats, ctx: StepWeightingContext) -> torch.Tensor:
-    keep_BK = (stats.divergence_BK <= ctx.threshold) | _first_slot_BK(stats.valid_BK)
+    keep_BK = (stats.divergence_BK <= ctx.threshold) | first_slot_BK(stats.valid_BK)
     w_BK = torch.where(keep_BK, 1.0, float(ctx.threshold_low))
     return w_BK * stats.valid_BK
 
@@ -198,7 +189,7 @@ def step_outcomes_BK(step_outcomes: torch.Tensor, B: int, K: int) -> torch.Tenso
         out_BN = step_outcomes
     if out_BN.dim() != 2 or out_BN.shape[0] != B:
         raise ValueError(
-            f"sod_step_outcomes must be [batch={B}, steps], got shape {tuple(step_outcomes.shape)}"
+            f"{STEP_OUTCOMES_KEY} must be [batch={B}, steps], got shape {tuple(step_outcomes.shape)}"
         )
     out_BN = out_BN.long()
     if out_BN.shape[1] < K:
@@ -210,7 +201,7 @@ def step_outcomes_BK(step_outcomes: torch.Tensor, B: int, K: int) -> torch.Tenso
 def tool_error_gate_weighting(stats: SODStepStats, ctx: StepWeightingContext) -> torch.Tensor:
     if ctx.step_outcomes is None:
         raise ValueError(
-            "sod_weighting=tool_error_gate needs the per-step tool outcomes 'sod_step_outcomes', which "
+            f"sod_weighting=tool_error_gate needs the per-step tool outcomes '{STEP_OUTCOMES_KEY}', which "
             "only the sod_tool_agent agent loop writes; the batch has no such field. Run the rollout "
             "with the sod_tool_agent loop or choose another sod_weighting."
         )

@@ -263,7 +263,7 @@ class HFReplica(RolloutReplica):
         return f"{BACKEND_NAME}_server_{kind}{self.replica_rank}_0{self.name_suffix}"
 
     async def launch_servers(self) -> None:
-        server = (
+        server: Any = (
             ray.remote(HFRolloutServer)
             .options(name=self.server_name(), num_cpus=0, max_concurrency=self.max_concurrency)
             .remote(

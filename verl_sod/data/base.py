@@ -1,4 +1,4 @@
-"""What every converter shares: the bad-row error and the per-run options."""
+"""What every converter shares: the bad-row and bad-input errors and the per-run options."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 class BadRowError(ValueError):
     """A row that cannot be converted; the message says why."""
+
+
+class InputError(ValueError):
+    """A problem with the whole input or output (not one row); the message names the path and the fix."""
 
 
 @dataclass(frozen=True)

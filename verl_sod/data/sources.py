@@ -237,3 +237,13 @@ CONVERTERS: dict[str, tuple[Converter, str]] = {
 # Datasets whose rows must share one explicit parquet schema, built from the first row written; a
 # later row that does not fit it is a bad row (instead of pyarrow silently dropping its extra keys).
 SCHEMAS: dict[str, Callable[[dict[str, Any]], pa.Schema]] = {"sft-cold-start": row_schema}
+# The columns each dataset's rows need; any one alternative suffices. Checked once per input, so a
+# file of the wrong dataset gets one message naming the missing columns instead of one per row.
+COLUMNS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "open-agentrl-30k": (("data_source", "prompt", "reward_model"),),
+    "aime2024": (("Problem", "Answer"),),
+    "aime2025": (("problem", "answer"),),
+    "gpqa-diamond": (("problem", "solution"),),
+    "livecodebench": (("problem", "reward_model"), ("question_content", "public_test_cases")),
+    "sft-cold-start": (("messages",), ("conversations",)),
+}

@@ -32,19 +32,24 @@ from typing import Any
 from tensordict import TensorDict
 from verl.workers.utils.padding import no_padding_2_padding
 
-from verl_sod.agent.metrics import tool_stats_BF
-from verl_sod.agent.trace import OUTCOME_CODES, TOOL_STATS_FIELDS
-from verl_sod.algos.patterns import PATTERN_NAMES, classify_patterns
+from verl_sod.algos.patterns import classify_patterns
 from verl_sod.algos.sod_loss import padded, sod_batch_weights, sod_setting
 from verl_sod.algos.step_weightings import step_outcomes_BK
-from verl_sod.fields import STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY
+from verl_sod.algos.tool_metrics import tool_stats_BF
+from verl_sod.fields import (
+    AGENT_BATCH_KEYS,
+    OUTCOME_NAMES,
+    PATTERN_NAMES,
+    RECORDS_SUBDIR,
+    STEP_OUTCOMES_KEY,
+    TOOL_STATS_FIELDS,
+)
 
-RECORDS_SUBDIR = "sod_steps"
+__all__ = ["RECORDS_SUBDIR", "build_records", "records_file"]
 #: fields every record needs (besides the divergence source, which the config names)
 REQUIRED_FIELDS = ("prompts", "responses", "response_mask", "teacher_logprobs", "rm_scores")
 #: fields only ``sod_tool_agent`` trajectories carry
-AGENT_FIELDS = (STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY)
-_OUTCOME_NAMES = {code: name for name, code in OUTCOME_CODES.items()}
+AGENT_FIELDS = AGENT_BATCH_KEYS
 
 
 def records_file(records_dir: str | os.PathLike, step: int) -> Path:
@@ -112,7 +117,7 @@ def build_records(loss_config: Any, data: TensorDict, uids: Sequence[str], step:
                 "d": round(columns["d"][b][k], 6),
                 "w": round(columns["w"][b][k], 6),
                 "w_applied": round(columns["w_applied"][b][k], 6),
-                "outcome": _OUTCOME_NAMES.get(int(outcomes_BK[b][k]), "none"),
+                "outcome": OUTCOME_NAMES.get(int(outcomes_BK[b][k]), "none"),
             }
             for k in range(K)
             if columns["valid"][b][k]

@@ -45,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
 def _score(
     generations: Path, out: Path, step: int | None, rescore: bool, source: str, threshold: float
 ) -> int:
-    report = build_report(generations, step, rescore, source, threshold)
+    try:
+        report = build_report(generations, step, rescore, source, threshold)
+    except (FileNotFoundError, ValueError) as exc:  # no dump, no usable line, no data_source to re-score
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     json_path, md_path = write_report(report, out)
     print(markdown(report))
     print(f"wrote {json_path} and {md_path}")

@@ -16,12 +16,17 @@ trainers) are grouped by ``input`` text.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from verl_sod.eval.metrics import Sample
+
+logger = logging.getLogger(__name__)
+#: where a record was read (``file:line``), added by :func:`read_records`
+WHERE_KEY = "_dump_line"
 
 
 @dataclass
@@ -55,13 +60,46 @@ def dump_files(generations: str | Path, step: int | None = None) -> list[Path]:
     return chosen
 
 
-def read_records(files: Iterable[Path]) -> list[dict[str, Any]]:
-    """Every JSON line of the files, in order."""
+def read_records(files: Iterable[Path], skipped: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Every JSON object line of the files, in order, each tagged with its ``file:line``.
+
+    A line that is not a JSON object (a dump cut short by a killed run) is left out with a warning
+    naming ``file:line``, and listed in ``skipped`` when given.
+    """
     records = []
     for path in files:
-        with open(path) as fh:
-            records.extend(json.loads(line) for line in fh if line.strip())
+        with open(path, "rb") as fh:
+            for number, raw in enumerate(fh, 1):
+                if not raw.strip():
+                    continue
+                where = f"{path}:{number}"
+                try:
+                    record = json.loads(raw)
+                except ValueError as exc:
+                    _skip(skipped, where, f"not valid JSON ({exc}; a truncated dump?)")
+                    continue
+                if not isinstance(record, dict):
+                    _skip(skipped, where, "not a JSON object")
+                    continue
+                record[WHERE_KEY] = where
+                records.append(record)
     return records
+
+
+def _skip(skipped: list[dict[str, str]] | None, where: str, reason: str) -> None:
+    logger.warning("%s: %s; line skipped", where, reason)
+    if skipped is not None:
+        skipped.append({"where": where, "reason": reason})
+
+
+def unusable(record: dict[str, Any], need_score: bool) -> str | None:
+    """Why a dumped line cannot count as a sample (None when it can)."""
+    if not isinstance(record.get("output"), str):
+        return "no 'output' (the generated text)"
+    score = record.get("score")
+    if need_score and (isinstance(score, bool) or not isinstance(score, int | float)):
+        return "no numeric 'score' (re-score it with --rescore and --data-source)"
+    return None
 
 
 def _key_parts(record: dict[str, Any]) -> tuple[str, str, int]:
@@ -103,10 +141,23 @@ def to_sample(record: dict[str, Any]) -> Sample:
     )
 
 
-def load_generations(records: list[dict[str, Any]], default_source: str = "unknown") -> list[Generation]:
-    """One :class:`Generation` per final output of each session, in dump order."""
+def load_generations(
+    records: list[dict[str, Any]],
+    default_source: str = "unknown",
+    need_score: bool = False,
+    skipped: list[dict[str, str]] | None = None,
+) -> list[Generation]:
+    """One :class:`Generation` per final output of each session, in dump order.
+
+    A line without ``output`` (or, with ``need_score``, without a numeric ``score``) is left out
+    with a warning instead of counting as a 0-scored sample.
+    """
     final: dict[str, tuple[int, int]] = {}
     for pos, record in enumerate(records):
+        reason = unusable(record, need_score)
+        if reason is not None:
+            _skip(skipped, str(record.get(WHERE_KEY, f"record {pos}")), reason)
+            continue
         _, session, index = _key_parts(record)
         if session not in final or index >= final[session][0]:
             final[session] = (index, pos)

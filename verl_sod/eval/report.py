@@ -82,6 +82,13 @@ def markdown(report: dict[str, Any]) -> str:
     buckets = _buckets_table(summaries)
     if buckets:
         lines += ["", "## Score by tool calls per trajectory", "", *buckets]
+    skipped = report.get("skipped_lines") or []
+    if skipped:
+        lines += [
+            "",
+            f"{len(skipped)} dump lines were skipped (listed in report.json), e.g. "
+            f"`{skipped[0]['where']}`: {skipped[0]['reason']}.",
+        ]
     if report["rescored"]:
         lines += [
             "",
@@ -99,11 +106,18 @@ def build_report(
 ) -> dict[str, Any]:
     """Read the dump, optionally re-score, and compute every summary."""
     files = dump_files(generations, step)
-    gens = load_generations(read_records(files), default_source)
+    skipped: list[dict[str, str]] = []
+    gens = load_generations(read_records(files, skipped), default_source, not do_rescore, skipped)
+    if not gens:
+        raise ValueError(
+            f"no usable sample in {', '.join(str(f) for f in files)} ({len(skipped)} lines skipped): "
+            "is it a verl validation dump (trainer.validation_data_dir)?"
+        )
     changed = rescore(gens) if do_rescore else None
     return {
         "source": ", ".join(str(f) for f in files),
         "samples": len(gens),
+        "skipped_lines": skipped,
         "rescored": do_rescore,
         "rescore_changed": changed,
         "pass_threshold": threshold,

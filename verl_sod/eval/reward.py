@@ -6,7 +6,8 @@ the ground truth, the score and every key the reward function returns, but not t
 ``verl_sod.rewards.compute_score`` (or, for a task of ``verl_sod.tasks``, that task's own reward)
 and adds, on every sample and always with the same keys (verl builds its columns from the first
 sample): ``data_source``, ``pred`` (if the scorer gave none), ``num_turns`` and the flattened
-``extra_fields["sod_agent"]`` counts ``tool_calls``, ``tool_errors``, ``tool_timeouts``,
+``extra_fields[AGENT_EXTRA_KEY]`` (``verl_sod.fields``) counts ``tool_calls``, ``tool_errors``,
+``tool_timeouts``,
 ``tool_format_errors``, ``recovered`` (-1 when the loop left no record).
 
 Use it with ``reward.custom_reward_function.path=pkg://verl_sod.eval.reward`` and
@@ -18,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-AGENT_KEYS = ("tool_calls", "tool_errors", "tool_timeouts", "tool_format_errors", "recovered")
+from verl_sod.fields import AGENT_EXTRA_KEY
+from verl_sod.fields import TOOL_STATS_FIELDS as AGENT_KEYS
+
 ScoreFn = Callable[..., Any]
 
 
@@ -46,9 +49,9 @@ def _task_scorer(task: Any) -> ScoreFn:
 
 
 def agent_fields(extra_info: Any) -> dict[str, float]:
-    """Flatten ``extra_info["sod_agent"]`` and ``num_turns`` into numbers (-1 when absent)."""
+    """Flatten ``extra_info[AGENT_EXTRA_KEY]`` and ``num_turns`` into numbers (-1 when absent)."""
     info = extra_info if isinstance(extra_info, Mapping) else {}
-    record = info.get("sod_agent")
+    record = info.get(AGENT_EXTRA_KEY)
     record = record if isinstance(record, Mapping) else {}
     out = {key: float(record[key]) if key in record else -1.0 for key in AGENT_KEYS}
     turns = info.get("num_turns")

@@ -1,4 +1,4 @@
-"""CLI: ``python -m verl_sod.report RUN_DIR [--out DIR] [--right-threshold 1.0] [--title T]``.
+"""CLI: ``python -m verl_sod.report RUN_DIR [--out DIR] [--right-threshold 1.0] [--title T] [--cluster C]``.
 
 Exit codes: 0 done, 2 bad input (missing directory, no records, bad options).
 """
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from verl_sod.report.analysis import CLUSTERS
 from verl_sod.report.records import ReportError, load_records
 
 MAX_SKIP_LINES_SHOWN = 20
@@ -26,6 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--reps", type=int, default=1000, help="bootstrap replicates (default 1000)")
     ap.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     ap.add_argument("--tol", type=float, default=0.05, help="a step is attenuated when w < 1 - tol")
+    ap.add_argument(
+        "--cluster",
+        choices=CLUSTERS,
+        default="prompt",
+        help="bootstrap clusters: a prompt within a training step (default) or a trajectory",
+    )
     return ap
 
 
@@ -56,7 +63,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     from verl_sod.report import markdown, plots
     from verl_sod.report.analysis import summarize
 
-    summary, tab = summarize(loaded, args.right_threshold, args.reps, args.seed, args.tol)
+    summary, tab = summarize(loaded, args.right_threshold, args.reps, args.seed, args.tol, args.cluster)
     out = Path(args.out) if args.out else loaded.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     figures = {

@@ -10,18 +10,37 @@ from typing import Any
 
 import numpy as np
 
-from verl_sod.report.records import LoadResult, StepTable, Trajectory, step_table, tool_counts
+from verl_sod.report.records import (
+    TOOL_PATTERNS,
+    LoadResult,
+    StepTable,
+    Trajectory,
+    prompt_uid,
+    step_table,
+    tool_counts,
+    tool_pattern,
+)
 from verl_sod.report.stats import (
     Estimate,
+    auroc,
     bootstrap_estimate,
     mean_ci,
     mean_diff,
     point_biserial,
     stratified_diff,
+    stratified_permutation_p,
 )
 
 PATTERN_ORDER = ("stable", "erroneous", "recovery")
 MIN_STRATUM_N = 5  # both groups of a step index need this many steps for the stratified difference
+CLUSTERS = ("prompt", "trajectory")  # bootstrap clusters: a prompt within a step (default) or a trajectory
+
+
+def traj_clusters(tab: StepTable, cluster: str) -> np.ndarray:
+    """Cluster id per trajectory for the bootstrap."""
+    if cluster not in CLUSTERS:
+        raise ValueError(f"cluster must be one of {CLUSTERS}, got {cluster!r}")
+    return tab.prompt if cluster == "prompt" else np.arange(tab.right.size)
 
 
 def _by_k(d: np.ndarray, k: np.ndarray, sel: np.ndarray) -> list[dict[str, Any]]:
@@ -88,14 +107,18 @@ def per_train_step(trajectories: list[Trajectory]) -> dict[str, Any]:
     return out
 
 
-def error_divergence(tab: StepTable, reps: int, seed: int, tol: float = 0.05) -> dict[str, Any]:
-    """Does a preceding tool error go with a larger d_k? Steps k >= 1, clustered by trajectory."""
+def error_divergence(
+    tab: StepTable, reps: int, seed: int, tol: float = 0.05, cluster: str = "prompt"
+) -> dict[str, Any]:
+    """Does a preceding tool error go with a larger d_k? Steps k >= 1, clustered by prompt within step."""
     sel = tab.k >= 1
-    d, ind, k, cl = tab.d[sel], tab.prev_failed[sel], tab.k[sel], tab.traj[sel]
+    d, ind, k = tab.d[sel], tab.prev_failed[sel], tab.k[sel]
+    cl = traj_clusters(tab, cluster)[tab.traj][sel]
     att = (tab.w[sel] < 1 - tol).astype(np.float64)
     n_err = int(ind.sum())
     out: dict[str, Any] = {"n_steps": int(sel.sum()), "n_after_error": n_err}
-    out["n_traj_with_error_step"] = int(np.unique(cl[ind]).size)
+    out["n_traj_with_error_step"] = int(np.unique(tab.traj[sel][ind]).size)
+    out["n_clusters_with_error_step"] = int(np.unique(cl[ind]).size)
     if n_err == 0 or n_err == ind.size:
         out["available"] = False
         out["reason"] = (
@@ -110,6 +133,7 @@ def error_divergence(tab: StepTable, reps: int, seed: int, tol: float = 0.05) ->
         return bootstrap_estimate(stat, d.size, cl, reps, seed, n=n).to_dict()
 
     out["r"] = boot(lambda i: point_biserial(d[i], ind[i]), d.size)
+    out["auroc"] = boot(lambda i: auroc(d[i], ind[i]), d.size)
     out["mean_after"] = boot(lambda i: float(d[i][ind[i]].mean()) if ind[i].any() else np.nan, n_err)
     out["mean_not"] = boot(
         lambda i: float(d[i][~ind[i]].mean()) if (~ind[i]).any() else np.nan, d.size - n_err
@@ -124,9 +148,11 @@ def error_divergence(tab: StepTable, reps: int, seed: int, tol: float = 0.05) ->
         for kk in np.unique(k)
     ]  # fmt: skip
     enough = [p for p in out["per_k"] if min(p["n_after"], p["n_not"]) >= MIN_STRATUM_N]
+    out["strata_used"] = [p["k"] for p in enough]
     if enough:
         n_strat = sum(p["n_after"] for p in enough)
         out["stratified"] = boot(lambda i: stratified_diff(d[i], ind[i], k[i], MIN_STRATUM_N), n_strat)
+        out["stratified_perm_p"] = stratified_permutation_p(d, ind, k, reps, seed, MIN_STRATUM_N)
     else:
         out["stratified"] = None
         out["stratified_reason"] = (
@@ -135,8 +161,34 @@ def error_divergence(tab: StepTable, reps: int, seed: int, tol: float = 0.05) ->
     return out
 
 
-def correctness(trajectories: list[Trajectory], tab: StepTable, reps: int, seed: int) -> dict[str, Any]:
-    """Trajectory-level max d and min w against ending right (point-biserial r, bootstrap CI)."""
+def pattern_vs_tool(trajectories: list[Trajectory], tab: StepTable) -> dict[str, Any]:
+    """Weight patterns (stable / erroneous / recovery, defined from w) crossed with patterns defined
+    from tool outcomes alone; count and share ending right per cell."""
+    out: dict[str, Any] = {"tool_patterns": list(TOOL_PATTERNS), "cells": {}}
+    tool = [tool_pattern(t) for t in trajectories]
+    for p in (*PATTERN_ORDER, "empty"):
+        row = {}
+        for tp in TOOL_PATTERNS:
+            rights = [
+                bool(r)
+                for t, q, r in zip(trajectories, tool, tab.right, strict=True)
+                if t.pattern == p and q == tp
+            ]
+            row[tp] = {"n": len(rights), "right_frac": sum(rights) / len(rights) if rights else float("nan")}
+        out["cells"][p] = row
+    out["right_frac_by_tool_pattern"] = {
+        tp: (lambda rs: {"n": len(rs), "right_frac": sum(rs) / len(rs) if rs else float("nan")})(
+            [bool(r) for q, r in zip(tool, tab.right, strict=True) if q == tp])
+        for tp in TOOL_PATTERNS
+    }  # fmt: skip
+    return out
+
+
+def correctness(
+    trajectories: list[Trajectory], tab: StepTable, reps: int, seed: int, cluster: str = "prompt"
+) -> dict[str, Any]:
+    """Trajectory-level max d and min w against ending right (point-biserial r, AUROC; bootstrap CI
+    resampling prompts within steps)."""
     has = np.bincount(tab.traj, minlength=len(trajectories)) > 0
     n = int(has.sum())
     out: dict[str, Any] = {"n_traj": n, "n_right": int(tab.right[has].sum())}
@@ -146,6 +198,7 @@ def correctness(trajectories: list[Trajectory], tab: StepTable, reps: int, seed:
         right = sum(bool(r) for t, r in zip(trajectories, tab.right, strict=True) if t.pattern == p)
         shares[p] = {"n": len(ts), "right_frac": right / len(ts) if ts else float("nan")}
     out["right_frac_by_pattern"] = shares
+    out["pattern_vs_tool"] = pattern_vs_tool(trajectories, tab)
     if n == 0 or tab.right[has].all() or not tab.right[has].any():
         out["available"] = False
         out["reason"] = (
@@ -160,12 +213,17 @@ def correctness(trajectories: list[Trajectory], tab: StepTable, reps: int, seed:
     np.maximum.at(max_d, tab.traj, tab.d)
     np.minimum.at(min_w, tab.traj, tab.w)
     max_d, min_w, right = max_d[has], min_w[has], tab.right[has]
+    cl = traj_clusters(tab, cluster)[has]
     for name, v in (("max_d", max_d), ("min_w", min_w)):
         out[f"r_{name}"] = bootstrap_estimate(
-            lambda i, v=v: point_biserial(v[i], right[i]), n, None, reps, seed
+            lambda i, v=v: point_biserial(v[i], right[i]), n, cl, reps, seed
         ).to_dict()
         out[f"diff_{name}"] = bootstrap_estimate(
-            lambda i, v=v: mean_diff(v[i], right[i]), n, None, reps, seed
+            lambda i, v=v: mean_diff(v[i], right[i]), n, cl, reps, seed
+        ).to_dict()
+        # AUROC of the value for separating wrong (flagged) from right trajectories
+        out[f"auroc_{name}_wrong"] = bootstrap_estimate(
+            lambda i, v=v: auroc(v[i], ~right[i]), n, cl, reps, seed
         ).to_dict()
         out[f"{name}_right"] = mean_ci(v[right]).to_dict()
         out[f"{name}_wrong"] = mean_ci(v[~right]).to_dict()
@@ -173,8 +231,9 @@ def correctness(trajectories: list[Trajectory], tab: StepTable, reps: int, seed:
 
 
 def summarize(
-    loaded: LoadResult, right_threshold: float = 1.0, reps: int = 1000, seed: int = 0, tol: float = 0.05
-) -> tuple[dict[str, Any], StepTable]:
+    loaded: LoadResult, right_threshold: float = 1.0, reps: int = 1000, seed: int = 0, tol: float = 0.05,
+    cluster: str = "prompt",
+) -> tuple[dict[str, Any], StepTable]:  # fmt: skip
     """All numbers of the report, plus the flat step table the plots use."""
     trajs = loaded.trajectories
     tab = step_table(trajs, right_threshold)
@@ -184,7 +243,13 @@ def summarize(
         "files": loaded.files,
         "skipped_lines": len(loaded.skipped),
         "right_threshold": right_threshold,
-        "bootstrap": {"reps": reps, "seed": seed, "cluster": "trajectory"},
+        "bootstrap": {
+            "reps": reps,
+            "seed": seed,
+            "cluster": cluster,
+            "clusters": int(np.unique(traj_clusters(tab, cluster)).size),
+            "uids_parsed": sum(prompt_uid(t.uid) is not None for t in trajs),
+        },
         "weightings": sorted({t.weighting for t in trajs}),
         "counts": {
             "train_steps": len({t.step for t in trajs}),
@@ -198,8 +263,8 @@ def summarize(
         "d_by_k": divergence_by_k(tab),
         "weights": weight_summary(tab, tol),
         "per_step": per_train_step(trajs),
-        "error_divergence": error_divergence(tab, reps, seed, tol),
-        "correctness": correctness(trajs, tab, reps, seed + 1),
+        "error_divergence": error_divergence(tab, reps, seed, tol, cluster),
+        "correctness": correctness(trajs, tab, reps, seed + 1, cluster),
         "metrics_keys": sorted({k for v in (loaded.metrics or {}).values() for k in v}),
     }
     return summary, tab

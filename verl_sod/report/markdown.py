@@ -6,6 +6,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from verl_sod.report.analysis import MIN_STRATUM_N
+from verl_sod.report.records import TOOL_PATTERNS
+
 SMALL_N = 30  # below this many observations a group gets an explicit caveat
 
 CAPTIONS = {
@@ -18,7 +21,7 @@ CAPTIONS = {
     "tools": "Tool calls per trajectory, tool-error rate (error + timeout over calls) and recovery rate "
     "(recovered over trajectories with a failed call) per training step.",
     "correlation": "Point-biserial correlations and differences of mean d with 95% bootstrap CIs "
-    "(trajectories resampled as clusters).",
+    "(all samples of a prompt within a training step resampled together).",
     "metrics": "A few of verl's own logged metrics (metrics.jsonl), for cross-checking the records.",
 }
 
@@ -45,9 +48,12 @@ def _table(summary: dict[str, Any]) -> list[str]:
         ("difference (after error − not)", err.get("diff"), "steps"),
         ("difference within the same step index", err.get("stratified"), "steps after error"),
         ("point-biserial r(d_k, previous step failed)", err.get("r"), "steps"),
+        ("AUROC of d_k for 'previous step failed'", err.get("auroc"), "steps"),
         ("attenuated share: after error − not", err.get("attenuated_diff"), "steps"),
         ("r(max d of trajectory, ends right)", cor.get("r_max_d"), "trajectories"),
         ("r(min w of trajectory, ends right)", cor.get("r_min_w"), "trajectories"),
+        ("AUROC of max d for 'ends wrong'", cor.get("auroc_max_d_wrong"), "trajectories"),
+        ("AUROC of min w for 'ends wrong'", cor.get("auroc_min_w_wrong"), "trajectories"),
         ("max d: ends right − ends wrong", cor.get("diff_max_d"), "trajectories"),
     ]
     out = ["| quantity | estimate [95% CI] | n |", "|---|---|---|"]
@@ -69,6 +75,23 @@ def _table(summary: dict[str, Any]) -> list[str]:
     return out
 
 
+def _crosstab(x: dict[str, Any]) -> list[str]:
+    """Weight pattern (rows) x tool-outcome pattern (columns): n (share ending right)."""
+    out = ["| weight pattern \\ tool outcomes | " + " | ".join(TOOL_PATTERNS) + " |",
+           "|---|" + "---|" * len(TOOL_PATTERNS)]  # fmt: skip
+    for p, row in x["cells"].items():
+        if any(row[t]["n"] for t in TOOL_PATTERNS):
+            cells = [f"{row[t]['n']} ({fmt(row[t]['right_frac'], 2)} right)" for t in TOOL_PATTERNS]
+            out.append(f"| {p} | " + " | ".join(cells) + " |")
+    tot = x["right_frac_by_tool_pattern"]
+    out.append(
+        "| all | "
+        + " | ".join(f"{tot[t]['n']} ({fmt(tot[t]['right_frac'], 2)} right)" for t in TOOL_PATTERNS)
+        + " |"
+    )
+    return out
+
+
 def _error_findings(err: dict[str, Any]) -> list[str]:
     if not err.get("available"):
         return [f"{err.get('reason', 'correlation undefined')} ({err['n_steps']} steps with k >= 1)."]
@@ -87,11 +110,20 @@ def _error_findings(err: dict[str, Any]) -> list[str]:
         f"{fmt(100 * err['attenuated_not'], 1)}% of other steps k >= 1 (difference {fmt(att['value'])}, "
         f"95% CI [{fmt(att['lo'])}, {fmt(att['hi'])}])."
     )
+    out.append(
+        f"AUROC of d_k for 'previous step failed' is {fmt(err['auroc']['value'])} (95% CI "
+        f"[{fmt(err['auroc']['lo'])}, {fmt(err['auroc']['hi'])}]; 0.5 = no separation); unlike r it does "
+        "not depend on the share of error steps, so it compares runs with different error rates."
+    )
     s = err.get("stratified")
     if s is not None:
+        ks = err["strata_used"]
         out.append(
             f"Comparing within the same step index, the difference is {fmt(s['value'])} "
-            f"(95% CI [{fmt(s['lo'])}, {fmt(s['hi'])}])."
+            f"(95% CI [{fmt(s['lo'])}, {fmt(s['hi'])}]; stratified permutation p = "
+            f"{fmt(err['stratified_perm_p'])}); it rests on {len(ks)} "
+            f"step ind{'ex' if len(ks) == 1 else 'ices'} "
+            f"(k = {', '.join(map(str, ks))}) with >= {MIN_STRATUM_N} steps in both groups."
         )
     else:
         out.append(f"No within-step-index comparison: {err.get('stratified_reason', '')}.")
@@ -136,8 +168,19 @@ def caveats(summary: dict[str, Any]) -> list[str]:
         )
     if err.get("available") and err["n_traj_with_error_step"] < SMALL_N:
         out.append(
-            f"Only {err['n_traj_with_error_step']} trajectories contain a step after an error "
-            "(the bootstrap clusters)."
+            f"Only {err['n_traj_with_error_step']} trajectories ({err['n_clusters_with_error_step']} prompt "
+            "clusters) contain a step after an error."
+        )
+    if err.get("stratified") is not None and len(err["strata_used"]) == 1:
+        out.append(
+            f"The within-step-index difference rests on one stratum (k = {err['strata_used'][0]}): it is the "
+            "raw difference restricted to that step index, not an average over positions."
+        )
+    b = summary["bootstrap"]
+    if b["cluster"] == "prompt" and b["uids_parsed"] < c["trajectories"]:
+        out.append(
+            f"{c['trajectories'] - b['uids_parsed']} record uid(s) are not of the form "
+            "{prompt}_{sample}_{index}: those trajectories are their own bootstrap clusters."
         )
     if cor.get("available"):
         n_wrong = cor["n_traj"] - cor["n_right"]
@@ -147,6 +190,11 @@ def caveats(summary: dict[str, Any]) -> list[str]:
         out.append(f"Only {c['trajectories']} trajectories in all.")
     if summary["skipped_lines"]:
         out.append(f"{summary['skipped_lines']} malformed record line(s) were skipped.")
+    out.append(
+        "The weight patterns (stable / erroneous / recovery) are defined from w, and w from d, so their link "
+        "to ending right is partly arithmetic; the cross-table against tool-outcome patterns shows how far "
+        "they track what the tools did."
+    )
     out.append(
         "All of this is observational: a tool error is not randomly assigned, so a larger d after an error "
         "may share a cause with the error (a hard problem, an already confused student) rather than "
@@ -168,8 +216,13 @@ def render(summary: dict[str, Any], figures: dict[str, Path], out_dir: Path, tit
         f"- a trajectory ends right when reward >= {summary['right_threshold']}: "
         f"{c['trajectories_right']} do",
         f"- weighting(s) in the records: {', '.join(summary['weightings'])}; bootstrap: "
-        f"{summary['bootstrap']['reps']} reps, seed {summary['bootstrap']['seed']}, "
-        "resampling whole trajectories",
+        f"{summary['bootstrap']['reps']} reps, seed {summary['bootstrap']['seed']}, resampling whole "
+        + (
+            "prompts within a training step (all samples of a prompt come along)"
+            if summary["bootstrap"]["cluster"] == "prompt"
+            else "trajectories"
+        )
+        + f", {summary['bootstrap']['clusters']} clusters",
         f"- malformed lines skipped: {summary['skipped_lines']}",
         "",
         "## What this shows",
@@ -183,6 +236,10 @@ def render(summary: dict[str, Any], figures: dict[str, Path], out_dir: Path, tit
         "## Key numbers",
         "",
         *_table(summary),
+        "",
+        "## Weight patterns vs tool-outcome patterns",
+        "",
+        *_crosstab(summary["correctness"]["pattern_vs_tool"]),
         "",
         "## Figures",
         "",

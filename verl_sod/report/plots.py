@@ -204,7 +204,7 @@ def plot_correlation(summary: dict[str, Any], path: Path) -> Path:
             fig.text(0.5, 0.015, f"Note: {err.get('reason', '')}", ha="center", color="tab:red")
             bottom = 0.05
         fig.suptitle(
-            "Does divergence flag tool errors / wrong endings? (cluster bootstrap over trajectories)"
+            "Does divergence flag tool errors / wrong endings? (cluster bootstrap over prompts within steps)"
         )
         return _save(fig, path, bottom)
 

@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 
-PATTERNS = ("stable", "erroneous", "recovery", "empty")
-OUTCOMES = ("none", "ok", "error", "timeout")
-FAILED_OUTCOMES = ("error", "timeout")
-TOOL_FIELDS = ("tool_calls", "tool_errors", "tool_timeouts", "tool_format_errors", "recovered")
-STEPS_DIRNAME = "sod_steps"
+from verl_sod.fields import FAILED_OUTCOMES, OUTCOMES, PATTERNS
+from verl_sod.fields import RECORDS_SUBDIR as STEPS_DIRNAME
+from verl_sod.fields import TOOL_STATS_FIELDS as TOOL_FIELDS
 
 
 class ReportError(Exception):
@@ -198,6 +196,30 @@ class StepTable:
     prev_failed: np.ndarray  # bool: the previous step's tool call failed (False for k = 0)
     right: np.ndarray  # bool per trajectory: reward >= threshold
     train_step: np.ndarray  # int per trajectory
+    prompt: np.ndarray  # int per trajectory: cluster id of (training step, prompt uid)
+
+
+def prompt_uid(uid: str) -> str | None:
+    """The prompt part of a trajectory key ``{prompt uid}_{sample}_{index}`` (verl's TransferQueue
+    keys), or None when ``uid`` is not of that form."""
+    parts = uid.rsplit("_", 2)
+    if len(parts) == 3 and parts[0] and parts[1].isdigit() and parts[2].isdigit():
+        return parts[0]
+    return None
+
+
+def prompt_clusters(trajectories: list[Trajectory]) -> np.ndarray:
+    """Cluster id per trajectory: the samples of one prompt within one training step share one.
+
+    A trajectory whose uid does not parse (:func:`prompt_uid`) is its own cluster.
+    """
+    ids: dict[tuple[int, str], int] = {}
+    out = []
+    for i, t in enumerate(trajectories):
+        p = prompt_uid(t.uid)
+        key = (t.step, p if p is not None else f"\0traj{i}")
+        out.append(ids.setdefault(key, len(ids)))
+    return np.asarray(out, dtype=np.int64)
 
 
 def step_table(trajectories: list[Trajectory], right_threshold: float) -> StepTable:
@@ -222,7 +244,19 @@ def step_table(trajectories: list[Trajectory], right_threshold: float) -> StepTa
         prev_failed=np.asarray(prev, dtype=bool),
         right=np.asarray([t.reward >= right_threshold for t in trajectories], dtype=bool),
         train_step=np.asarray([t.step for t in trajectories], dtype=np.int64),
+        prompt=prompt_clusters(trajectories),
     )
+
+
+TOOL_PATTERNS = ("no_failure", "failed_recovered", "failed_not_recovered")
+
+
+def tool_pattern(t: Trajectory) -> str:
+    """The trajectory's pattern from its tool outcomes alone (not from the weights)."""
+    _, failed, recovered, _ = tool_counts(t)
+    if not failed:
+        return "no_failure"
+    return "failed_recovered" if recovered else "failed_not_recovered"
 
 
 def tool_counts(t: Trajectory) -> tuple[int, int, int, bool]:

@@ -1,8 +1,10 @@
-"""Pure statistics for the SOD report: means with CIs, point-biserial r, (cluster) bootstrap.
+"""Pure statistics for the SOD report: means with CIs, point-biserial r, AUROC, (cluster) bootstrap,
+a stratified permutation test.
 
 Everything takes numpy arrays and returns plain floats / dicts, so it is easy to test against
 hand-computed values. Bootstrap CIs are percentile intervals from a seeded ``numpy`` generator;
-the cluster bootstrap resamples whole trajectories (all steps of a drawn trajectory come along).
+the cluster bootstrap resamples whole clusters (the report uses one prompt within one training
+step: all samples of the prompt and all their steps come along).
 """
 
 from __future__ import annotations
@@ -73,6 +75,53 @@ def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
 def point_biserial(values: np.ndarray, indicator: np.ndarray) -> float:
     """Point-biserial r: Pearson r between a continuous variable and a 0/1 indicator."""
     return pearson_r(values, np.asarray(indicator, dtype=np.float64))
+
+
+def auroc(values: np.ndarray, indicator: np.ndarray) -> float:
+    """P(value of a flagged row > value of an unflagged row) + P(tie) / 2 (Mann-Whitney U / n1 n0).
+
+    Unlike point-biserial r it does not depend on the share of flagged rows, so it compares runs
+    with different error rates. nan if a group is empty.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    ind = np.asarray(indicator, dtype=bool)
+    n1, n0 = int(ind.sum()), int((~ind).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(v.size, dtype=np.float64)
+    sorted_v = v[order]
+    _, first, counts = np.unique(sorted_v, return_index=True, return_counts=True)
+    mid = first + (counts + 1) / 2.0  # average 1-based rank of each tie group
+    ranks[order] = np.repeat(mid, counts)
+    u = ranks[ind].sum() - n1 * (n1 + 1) / 2.0
+    return float(u / (n1 * n0))
+
+
+def stratified_permutation_p(
+    values: np.ndarray, indicator: np.ndarray, strata: np.ndarray, reps: int = 2000, seed: int = 0,
+    min_n: int = 2,
+) -> float:  # fmt: skip
+    """Two-sided p-value of :func:`stratified_diff` under permutation of the indicator within strata.
+
+    Exchangeability within a stratum is assumed at the row level, so rows of one cluster are
+    treated as exchangeable too (the p-value is optimistic when clusters share an effect).
+    nan when the observed statistic is undefined.
+    """
+    ind = np.asarray(indicator, dtype=bool)
+    observed = stratified_diff(values, ind, strata, min_n)
+    if not np.isfinite(observed):
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    hits = 0
+    perm = ind.copy()
+    for _ in range(reps):
+        for g in groups:
+            perm[g] = ind[g][rng.permutation(g.size)]
+        stat = stratified_diff(values, perm, strata, min_n)
+        hits += bool(np.isfinite(stat) and abs(stat) >= abs(observed) - 1e-12)
+    return (hits + 1) / (reps + 1)
 
 
 def mean_diff(values: np.ndarray, indicator: np.ndarray) -> float:

@@ -4,7 +4,10 @@ Each trajectory has 2-5 assistant steps; every step but the last calls a tool th
 (``error`` or ``timeout``) with probability ``p_error``. The divergence of a step is
 
     d_k = base + |noise| + error_effect * [step k-1 failed] + wrong_shift * [trajectory ends wrong]
+          + prompt_effect * z_prompt
 
+(``z_prompt`` standard normal, shared by the ``group`` samples of one prompt in one step, whose
+uids follow verl's ``{prompt uid}_{sample}_{index}``)
 and a trajectory with a failed call ends right less often (``p_right`` vs ``p_right_after_error``).
 ``w`` and ``pattern`` follow the paper's definitions exactly (see ``verl_sod/algos/patterns.py``).
 
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from verl_sod.fields import RECORDS_SUBDIR
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class SyntheticSpec:
     delta: float = 0.2
     tol: float = 0.05
     with_tool: bool = True
+    prompt_effect: float = 0.0
+    group: int = 8
 
 
 NULL_SPEC = SyntheticSpec(error_effect=0.0, wrong_shift=0.0, p_right_after_error=0.85)
@@ -62,7 +69,9 @@ def _outcomes(rng: np.random.Generator, n: int, spec: SyntheticSpec) -> list[str
     return [*out, "none"]
 
 
-def trajectory(rng: np.random.Generator, step: int, i: int, spec: SyntheticSpec) -> dict[str, Any]:
+def trajectory(
+    rng: np.random.Generator, step: int, i: int, spec: SyntheticSpec, z_prompt: float = 0.0
+) -> dict[str, Any]:
     """One synthetic record (a JSON-ready dict in the trainer's format)."""
     outcomes = _outcomes(rng, int(rng.integers(2, 6)), spec)
     any_fail = any(o in ("error", "timeout") for o in outcomes)
@@ -71,7 +80,7 @@ def trajectory(rng: np.random.Generator, step: int, i: int, spec: SyntheticSpec)
     for k, outcome in enumerate(outcomes):
         prev_failed = k > 0 and outcomes[k - 1] in ("error", "timeout")
         d = spec.base + abs(rng.normal(0.0, spec.noise))
-        d += spec.error_effect * prev_failed + spec.wrong_shift * (not right)
+        d += spec.error_effect * prev_failed + spec.wrong_shift * (not right) + spec.prompt_effect * z_prompt
         d0 = d if k == 0 else d0
         w = 1.0 if k == 0 else min((d0 + spec.eps) / (d + spec.eps), 1 + spec.delta)
         tokens = int(rng.integers(5, 40))
@@ -87,7 +96,7 @@ def trajectory(rng: np.random.Generator, step: int, i: int, spec: SyntheticSpec)
     }
     return {
         "step": step,
-        "uid": f"p{step}_{i // 8}_{i % 8}",
+        "uid": f"s{step}g{i // spec.group}_{i % spec.group}_0",
         "reward": 1.0 if right else 0.0,
         "pattern": _pattern([s["w"] for s in steps], spec.tol),
         "weighting": "divergence",
@@ -100,13 +109,14 @@ def trajectory(rng: np.random.Generator, step: int, i: int, spec: SyntheticSpec)
 def generate(run_dir: str | Path, spec: SyntheticSpec = SyntheticSpec(), seed: int = 0) -> Path:
     """Write ``run_dir/sod_steps/step_*.jsonl``; returns ``run_dir``."""
     run_dir = Path(run_dir)
-    out = run_dir / "sod_steps"
+    out = run_dir / RECORDS_SUBDIR
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for step in range(1, spec.train_steps + 1):
         with (out / f"step_{step:06d}.jsonl").open("w", encoding="utf-8") as fh:
+            z = rng.normal(size=-(-spec.batch // spec.group))
             for i in range(spec.batch):
-                fh.write(json.dumps(trajectory(rng, step, i, spec)) + "\n")
+                fh.write(json.dumps(trajectory(rng, step, i, spec, float(z[i // spec.group]))) + "\n")
     return run_dir
 
 
@@ -119,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--null", action="store_true", help="no planted effect (error_effect = wrong_shift = 0)")
     args = ap.parse_args(argv)
     path = generate(args.out, NULL_SPEC if args.null else SyntheticSpec(), args.seed)
-    print(f"wrote synthetic records to {path / 'sod_steps'}")
+    print(f"wrote synthetic records to {path / RECORDS_SUBDIR}")
     return 0
 
 

@@ -13,13 +13,15 @@ digest of each test's output. Expected outputs stay in this process (see the har
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from verl_sod.rewards import _code_harness as harness
-from verl_sod.rewards.executors import Executor
+from verl_sod.rewards.executors import ExecResult, Executor
 
 HARNESS_SOURCE = Path(harness.__file__).read_text(encoding="utf-8")
 
@@ -41,6 +43,14 @@ class CodeLimits:
     total_s: float = 60.0
     memory_mb: int = 2048
     max_output_bytes: int = 64 * 1024 * 1024
+    #: Deadline of one answer's whole grading, retry included; None: :func:`reward_deadline_s`.
+    deadline_s: float | None = None
+
+
+#: Start-up of the harness (interpreter, imports) on top of the tests' own time.
+HARNESS_SLACK_S = 10.0
+#: Reward deadline beyond two executor calls of the program's wall-clock limit.
+DEADLINE_SLACK_S = 30.0
 
 
 @dataclass
@@ -116,6 +126,12 @@ def parse_tests(ground_truth: Any) -> CodeTests:
     )
 
 
+def _describe(result: ExecResult) -> str:
+    reason = f"executor status {result.status}, exit code {result.exit_code}"
+    detail = (result.stderr or "").strip()[-200:]
+    return f"{reason}: {detail}".strip(": ")
+
+
 def _harness_report(stdout: str, n_tests: int) -> list[list[str]] | None:
     for line in reversed(stdout.splitlines()):
         if line.startswith(harness.MARKER):
@@ -128,8 +144,49 @@ def _harness_report(stdout: str, n_tests: int) -> list[list[str]] | None:
     return None
 
 
+def program_wall_s(limits: CodeLimits, n_tests: int) -> float:
+    """The wall-clock limit given to the executor for one answer's ``n_tests`` tests."""
+    return min(limits.total_s, n_tests * limits.timeout_s) + HARNESS_SLACK_S + 0.2 * n_tests
+
+
+def reward_deadline_s(limits: CodeLimits, n_tests: int) -> float:
+    """How long grading one answer may take in all: ``limits.deadline_s`` if set, else room for the
+    executor call and its one retry (``2 * program_wall_s``) plus :data:`DEADLINE_SLACK_S` for
+    start-up, slot waits and HTTP. With the defaults: 62 s for one test, 174 s for ten."""
+    if limits.deadline_s is not None:
+        return limits.deadline_s
+    return 2 * program_wall_s(limits, n_tests) + DEADLINE_SLACK_S
+
+
+def _call_before(
+    deadline: float, executor: Executor, code: str, stdin: str, timeout_s: float
+) -> ExecResult | None:
+    """``executor.run_sync`` in a daemon thread; None if it has not returned by ``deadline``.
+
+    A daemon thread, not a pool: an executor that never returns must not hold up interpreter exit.
+    """
+    box: list[tuple[bool, object]] = []
+
+    def call() -> None:
+        try:
+            box.append((True, executor.run_sync(code, stdin, timeout_s)))
+        except BaseException as exc:  # re-raised in the caller's thread
+            box.append((False, exc))
+
+    thread = threading.Thread(target=call, name="code-reward-executor", daemon=True)
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    if not box:
+        return None
+    ok, value = box[0]
+    if not ok:
+        raise value  # type: ignore[misc]
+    return value  # type: ignore[return-value]
+
+
 def run_tests(code: str, tests: CodeTests, executor: Executor, limits: CodeLimits) -> CodeOutcome:
-    """Run ``code`` on every test in one executor call (retried once on a sandbox error)."""
+    """Run ``code`` on every test in one executor call (retried once on a sandbox error), all
+    within :func:`reward_deadline_s`."""
     n = len(tests.inputs)
     spec = {
         "code": code,
@@ -140,16 +197,23 @@ def run_tests(code: str, tests: CodeTests, executor: Executor, limits: CodeLimit
         "memory_mb": limits.memory_mb,
         "max_output_bytes": limits.max_output_bytes,
     }
-    wall_s = min(limits.total_s, n * limits.timeout_s) + 10.0 + 0.2 * n
+    wall_s = program_wall_s(limits, n)
+    budget = reward_deadline_s(limits, n)
+    deadline = time.monotonic() + budget
+    result: ExecResult | None = None
     for _attempt in range(2):
-        result = executor.run_sync(HARNESS_SOURCE, json.dumps(spec), wall_s)
+        answered = _call_before(deadline, executor, HARNESS_SOURCE, json.dumps(spec), wall_s)
+        if answered is None:
+            last = "" if result is None else f"; the attempt before: {_describe(result)}"
+            why = f"code reward deadline of {budget:.1f} s passed before the executor answered{last}"
+            return CodeOutcome(0, n, ["error"] * n, False, why)
+        result = answered
         if result.status != "sandbox_error":
             break
+    assert result is not None
     report = _harness_report(result.stdout or "", n)
     if report is None:
-        reason = f"executor status {result.status}, exit code {result.exit_code}"
-        detail = (result.stderr or "").strip()[-200:]
-        return CodeOutcome(0, n, ["error"] * n, result.status == "timeout", f"{reason}: {detail}".strip(": "))
+        return CodeOutcome(0, n, ["error"] * n, result.status == "timeout", _describe(result))
     statuses, passed = [], 0
     for (status, digest), accepted in zip(report, tests.accepted, strict=True):
         good = status == "ok" and digest in accepted

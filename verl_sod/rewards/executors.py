@@ -8,6 +8,10 @@ the reward function's ``sandbox`` keyword (a dict of ``SandboxConfig`` fields, e
 variable ``VERL_SOD_SANDBOX_BACKEND`` (``local`` or ``sandbox_fusion``; the SandboxFusion address is
 ``fusion_url`` or ``$VERL_SOD_SANDBOX_FUSION_URL``, read by the sandbox package itself). No address
 or backend is built in here. ``verl_sod.sandbox`` is imported only when code is graded.
+
+``run_sync`` is called from a helper thread, and a call that outlives the reward's deadline (see
+:func:`verl_sod.rewards.code.reward_deadline_s`) is abandoned, not interrupted: an executor must
+bound its own calls (the sandbox's backends do) and be safe to call from several threads.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 ENV_FIELDS = {"VERL_SOD_SANDBOX_BACKEND": "backend"}
-STATUSES = ("ok", "error", "timeout", "sandbox_error")
 
 
 class ExecResult(Protocol):

@@ -72,6 +72,7 @@ class _Worker:
             raise RuntimeError("math-verify worker did not start")
 
     def _read_line(self, deadline: float) -> dict | None:
+        assert self.proc.stdout is not None  # started with stdout=PIPE
         fd = self.proc.stdout.fileno()
         while b"\n" not in self._buffer:
             left = deadline - time.monotonic()
@@ -88,6 +89,7 @@ class _Worker:
             return None
 
     def ask(self, request: dict, wall_s: float) -> dict | None:
+        assert self.proc.stdin is not None  # started with stdin=PIPE
         try:
             self.proc.stdin.write((json.dumps(request) + "\n").encode())
             self.proc.stdin.flush()

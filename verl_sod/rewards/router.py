@@ -7,11 +7,15 @@ sample's keys, so mixed batches need one schema): ``score``, ``acc``, ``pred``, 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from verl_sod.rewards import answers, gpqa
 from verl_sod.rewards.math_grader import grade_math
+
+logger = logging.getLogger(__name__)
+_WARNED_MISSING_TRUTH: set[str] = set()
 
 MATH_SOURCES = frozenset(
     {
@@ -108,12 +112,26 @@ def authors_shaped_score(correct: bool, num_turns: Any) -> float:
     return min(-0.6, -1.0 + (turns - 2.0) / 2.0 * 0.1)
 
 
+def _missing_truth(data_source: str, ground_truth: Any) -> str:
+    message = (
+        f"no ground truth for data_source {data_source!r} (got {ground_truth!r}): the row's "
+        "reward_model.ground_truth must hold the answer; re-prepare the data with `python -m verl_sod.data`"
+    )
+    if data_source not in _WARNED_MISSING_TRUTH:  # once per source and process, not once per sample
+        _WARNED_MISSING_TRUTH.add(data_source)
+        logger.warning("%s", message)
+    return message
+
+
 def _score_math(data_source: str, response: str, ground_truth: Any, options: dict) -> dict[str, Any]:
     pred = answers.final_boxed_answer(response)
     if pred is None and data_source == "openai/gsm8k":
         pred = answers.gsm8k_hash_answer(response)
     gold = ground_truth.tolist() if hasattr(ground_truth, "tolist") else ground_truth
-    gold = str(gold[0] if isinstance(gold, list | tuple) and gold else gold)
+    gold = gold[0] if isinstance(gold, list | tuple) and gold else gold
+    if gold is None or isinstance(gold, list | tuple) or not str(gold).strip():
+        return _result("math", False, pred, error=_missing_truth(data_source, ground_truth))
+    gold = str(gold)
     if pred is None:
         return _result("math", False, None, error="no boxed answer")
     verdict = grade_math(

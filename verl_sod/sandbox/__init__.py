@@ -6,9 +6,9 @@
 ('ok', '42\\n')
 
 Backends: ``local`` (bubblewrap after dropping to a per-slot uid, with a warned fallback chain;
-see :mod:`verl_sod.sandbox.isolation`) and ``sandbox_fusion`` (HTTP client of a SandboxFusion
-server). ``python -m verl_sod.sandbox run FILE`` and ``python -m verl_sod.sandbox doctor`` are the
-command line. Details and measured costs: ``docs/sandbox.md``.
+see :mod:`verl_sod.sandbox.isolation` and :mod:`verl_sod.sandbox.levels`) and ``sandbox_fusion``
+(HTTP client of a SandboxFusion server). ``python -m verl_sod.sandbox run FILE`` and
+``python -m verl_sod.sandbox doctor`` are the command line. Details and measured costs: ``docs/sandbox.md``.
 """
 
 from verl_sod.sandbox.api import Sandbox

@@ -35,6 +35,10 @@ def _run(args: argparse.Namespace) -> int:
         changes["isolation"] = args.isolation
     if args.url is not None:
         changes["fusion_url"] = args.url
+    if args.base_uid is not None:
+        changes["base_uid"] = args.base_uid
+    if args.work_root is not None:
+        changes["work_root"] = args.work_root
     if args.warm:
         changes["warm"] = True
         changes["warm_imports"] = tuple(args.warm_import)
@@ -50,21 +54,24 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def doctor(out: Callable[[str], None] = print) -> int:
-    """Probe every isolation level; 0 if a safe one works, else 1."""
-    from verl_sod.sandbox.isolation import LOST, probe_level
+    """Probe every isolation level afresh (and refresh the per-host cache); 0 if a safe one works."""
+    from verl_sod.sandbox.isolation import LOST
+    from verl_sod.sandbox.levels import refresh_level
+    from verl_sod.sandbox.slots import lock_dir
 
     cfg = SandboxConfig()
     best = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for level in ISOLATION_LEVELS:
-            reason = None if level == "unsafe" else probe_level(level, cfg)
+            reason = None if level == "unsafe" else refresh_level(level, cfg)
             works = reason is None
             best = best or (level if works else None)
             detail = "works" if works else f"unavailable: {reason}"
             lost = f" (loses {LOST[level]})" if works and LOST[level] else ""
             out(f"  {level:15s} {detail}{lost}")
     out(f"python in sandbox: {cfg.python}; base uid {cfg.base_uid}; work root {cfg.work_root}")
+    out(f"isolation cache (levels that work, refreshed now): {lock_dir(cfg)}/verl_sod_sandbox.isolation-*")
     if best is None or best == "unsafe":
         out("RESULT: only unsafe execution is possible here; apt-get install -y bubblewrap")
         return 1
@@ -82,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--backend", default="local", choices=["local", "sandbox_fusion"])
     run.add_argument("--isolation", default=None, choices=["auto", *ISOLATION_LEVELS])
     run.add_argument("--url", default=None, help="SandboxFusion base URL (else $VERL_SOD_SANDBOX_FUSION_URL)")
+    run.add_argument("--base-uid", type=int, default=None, help="first slot uid (default: SandboxConfig)")
+    run.add_argument("--work-root", default=None, help="parent of the run directories")
     run.add_argument("--stdin", action="store_true", help="pass this process's stdin to the program")
     run.add_argument("--warm", action="store_true", help="run through a warm interpreter (zygote)")
     run.add_argument("--warm-import", action="append", default=[], help="module the zygote pre-imports")

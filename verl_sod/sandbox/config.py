@@ -36,7 +36,7 @@ class SandboxConfig:
     - ``max_open_files``: RLIMIT_NOFILE.
     - ``max_workdir_mb`` / ``max_workdir_files``: a run whose work directory (``/work``, ``/tmp``
       and ``/dev/shm`` inside bubblewrap) grows past this many MiB or entries is killed. Checked
-      every ``WATCH_INTERVAL_S`` (0.25 s), so a fast writer can overshoot by what it writes in that
+      every ``cleanup.WATCH_INTERVAL_S`` (0.25 s), so a fast writer can overshoot by what it writes in that
       time (RLIMIT_FSIZE still caps each file).
     - ``max_output_bytes``: bytes of stdout and of stderr kept; the rest is replaced by a
       ``...[truncated N bytes]`` marker (both backends).
@@ -62,9 +62,13 @@ class SandboxConfig:
       left-over process, file or IPC object, and whenever it dies).
     - ``fusion_url``: SandboxFusion base URL; ``None`` reads ``$VERL_SOD_SANDBOX_FUSION_URL``.
     - ``fusion_max_concurrent``: in-flight HTTP requests to SandboxFusion.
-    - ``fusion_retries``: extra attempts after an HTTP 5xx or connection error.
+    - ``fusion_retries``: extra attempts after an HTTP 5xx or connection error, while the call's
+      deadline allows.
     - ``fusion_backoff_s``: first retry delay; doubles each retry.
-    - ``fusion_http_slack_s``: HTTP time-out = ``timeout_s + fusion_http_slack_s``.
+    - ``fusion_http_slack_s``: one SandboxFusion call (every attempt and back-off) ends within
+      ``2 * timeout_s + fusion_http_slack_s`` seconds (the server's compile and run time-outs are
+      both ``timeout_s``) of getting one of the ``fusion_max_concurrent`` places; waiting for a
+      place is not counted (each call ahead of it is bounded the same way).
     """
 
     backend: str = "local"

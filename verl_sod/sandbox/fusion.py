@@ -4,8 +4,12 @@ Request: ``{"code", "language": "python", "compile_timeout", "run_timeout", "mem
 "stdin"}``. Response: ``status`` is ``Success`` | ``Failed`` | ``SandboxError`` (+ ``message``);
 ``run_result`` has ``status`` (``Finished`` | ``Error`` | ``TimeLimitExceeded``), ``return_code``,
 ``stdout``, ``stderr``, ``execution_time``. The URL comes only from the config or
-``$VERL_SOD_SANDBOX_FUSION_URL``. HTTP runs in a private thread pool (stdlib ``urllib``, no extra
-dependency) whose size is the concurrency bound, behind an ``asyncio.Semaphore`` per event loop.
+``$VERL_SOD_SANDBOX_FUSION_URL``. One call has one deadline, ``2 * timeout_s + fusion_http_slack_s``
+from when it gets one of the ``fusion_max_concurrent`` places: every HTTP attempt and back-off fits
+in it (each attempt's socket time-out is what is left), and the caller gets a ``sandbox_error`` when
+it passes even if a worker thread is still stuck on the socket. HTTP runs in a private thread pool
+(stdlib ``urllib``, no extra dependency) whose size is the concurrency bound, behind an
+``asyncio.Semaphore`` per event loop.
 """
 
 from __future__ import annotations
@@ -113,34 +117,48 @@ class SandboxFusionBackend:
         with self._lock:
             return self._sems.setdefault(loop, asyncio.Semaphore(self.cfg.fusion_max_concurrent))
 
+    def call_deadline_s(self, timeout: float) -> float:
+        """How long one call may take once it has its place: every attempt and back-off included."""
+        return 2 * timeout + self.cfg.fusion_http_slack_s  # compile + run time-outs + slack, as verl's
+
     async def run(self, code: str, stdin: str | None = None, timeout_s: float | None = None) -> SandboxResult:
         timeout = self.cfg.timeout_s if timeout_s is None else float(timeout_s)
         if not 0 < timeout <= 3600:
             raise ValueError(f"timeout_s={timeout!r} is out of range (0, 3600]")
         payload = self._payload(code, stdin, timeout)
-        http_timeout = 2 * timeout + self.cfg.fusion_http_slack_s  # compile + run + slack, as verl does
-        loop = asyncio.get_running_loop()
-        start = time.monotonic()
         async with self._semaphore():
-            last = ""
-            for attempt in range(self.cfg.fusion_retries + 1):
-                if attempt:
-                    await asyncio.sleep(self.cfg.fusion_backoff_s * 2 ** (attempt - 1))
-                try:
-                    reply = await loop.run_in_executor(
-                        self._pool, _post_json, self.url, payload, http_timeout
-                    )
-                except _TransientError as exc:
-                    last = str(exc)
-                    logger.warning("SandboxFusion attempt %d failed: %s", attempt + 1, last)
-                    continue
-                except _PermanentError as exc:
-                    return SandboxResult("sandbox_error", "", f"SandboxFusion: {exc}", None, _since(start))
-                return map_reply(reply, self.cfg.max_output_bytes, _since(start))
-        tries = self.cfg.fusion_retries + 1
-        return SandboxResult(
-            "sandbox_error", "", f"SandboxFusion: {tries} tries failed: {last}", None, _since(start)
-        )
+            start = time.monotonic()
+            reply = await self._attempts(payload, start, self.call_deadline_s(timeout))
+        if isinstance(reply, str):
+            return SandboxResult("sandbox_error", "", f"SandboxFusion: {reply}", None, _since(start))
+        return map_reply(reply, self.cfg.max_output_bytes, _since(start))
+
+    async def _attempts(self, payload: dict[str, Any], start: float, budget: float) -> dict[str, Any] | str:
+        """The server's reply, or why none came within ``budget`` s of ``start`` (transient failures
+        are retried with back-off while the deadline allows)."""
+        loop = asyncio.get_running_loop()
+        deadline, last, tries = start + budget, "", 0
+        for attempt in range(self.cfg.fusion_retries + 1):
+            delay = self.cfg.fusion_backoff_s * 2 ** (attempt - 1) if attempt else 0.0
+            if time.monotonic() + delay >= deadline:
+                break
+            await asyncio.sleep(delay)
+            remaining = deadline - time.monotonic()
+            tries += 1
+            post = loop.run_in_executor(self._pool, _post_json, self.url, payload, remaining)
+            try:
+                return await asyncio.wait_for(post, remaining)
+            except asyncio.TimeoutError:
+                last = "the server did not answer"
+                break
+            except _TransientError as exc:
+                last = str(exc)
+                logger.warning("SandboxFusion attempt %d failed: %s", attempt + 1, last)
+            except _PermanentError as exc:
+                return str(exc)
+        if tries == self.cfg.fusion_retries + 1 and time.monotonic() < deadline:
+            return f"{tries} tries failed: {last}"
+        return f"no reply within this call's deadline of {budget:.1f} s ({tries} tries; last: {last})"
 
 
 def _since(start: float) -> float:

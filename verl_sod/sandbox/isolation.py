@@ -1,4 +1,5 @@
-"""Isolation levels of the local backend: how to launch a program, and which level works here.
+"""Isolation levels of the local backend: how to launch a program at each (which one works here is
+decided by :mod:`.levels`).
 
 Strongest first:
 
@@ -21,18 +22,13 @@ Strongest first:
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import shutil
-import subprocess
 import tempfile
-import warnings
 from dataclasses import dataclass
 
-from verl_sod.sandbox.config import ISOLATION_LEVELS, SandboxConfig
-
-logger = logging.getLogger(__name__)
+from verl_sod.sandbox.config import SandboxConfig
 
 #: What each level gives up relative to ``bwrap`` (empty: nothing).
 LOST: dict[str, str] = {
@@ -46,7 +42,6 @@ LOST: dict[str, str] = {
     "unsafe": "ALL isolation: code runs as the calling user with its network, files and processes",
 }
 INSTALL_HINT = "install bubblewrap: `apt-get install -y bubblewrap`"
-PROBE_CODE = "import sys; print('sandbox-ok', sys.version_info[0])"
 SANDBOX_WORK = "/work"
 SANDBOX_TMP = "/tmp"
 ETC_FILES = ("/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime")
@@ -218,88 +213,5 @@ def ensure_work_root(path: str) -> None:
             parent = os.path.dirname(parent)
 
 
-def _level_requirements(level: str, cfg: SandboxConfig) -> str | None:
-    """Why ``level`` cannot work here, judged without running anything; None if it might."""
-    root = os.geteuid() == 0
-    if level in ("bwrap", "bwrap-same-uid") and shutil.which(cfg.bwrap_path) is None:
-        return f"bubblewrap ({cfg.bwrap_path}) not found; {INSTALL_HINT}"
-    if level in ("bwrap", "unshare", "uid") and not root:
-        return "needs root to switch to the per-slot uid"
-    if level == "bwrap-same-uid" and root:
-        return "bubblewrap as root does not bound forks; the 'bwrap' level is used for root"
-    for tool in ("prlimit", "setpriv", "unshare"):
-        if shutil.which(tool) is None and (tool != "unshare" or level == "unshare"):
-            return f"{tool} (util-linux) not found"
-    if not os.access(cfg.python, os.X_OK):
-        return f"python {cfg.python} is not executable"
-    return None
-
-
-def probe_level(level: str, cfg: SandboxConfig) -> str | None:
-    """Run a tiny program at ``level`` in slot 0; return None if it works, else the reason."""
-    reason = _level_requirements(level, cfg)
-    if reason is not None:
-        return reason
-    ensure_work_root(cfg.work_root)
-    launch_uid = cfg.base_uid if uses_slot_uid(level) else None
-    run_dir = prepare_run_dir(cfg.work_root, 0, launch_uid)
-    try:
-        launch = build_launch(level, cfg, 0, run_dir, 10.0)
-        main = os.path.join(run_dir, "work", "main.py")
-        with open(main, "w") as fh:
-            fh.write(PROBE_CODE)
-        proc = subprocess.run(
-            launch.argv,
-            cwd=launch.cwd,
-            env=sandbox_env(launch),
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"probe failed to start: {exc}"
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    if proc.returncode != 0 or b"sandbox-ok 3" not in proc.stdout:
-        err = proc.stderr.decode(errors="replace").strip()[-400:]
-        return f"probe exited {proc.returncode}: {err or proc.stdout[-200:]!r}"
-    return None
-
-
-_PROBE_CACHE: dict[tuple, str | None] = {}
-
-
-def probe_cached(level: str, cfg: SandboxConfig) -> str | None:
-    key = (level, cfg.python, cfg.bwrap_path, cfg.base_uid, cfg.work_root, cfg.extra_ro_binds, os.geteuid())
-    if key not in _PROBE_CACHE:
-        _PROBE_CACHE[key] = probe_level(level, cfg)
-    return _PROBE_CACHE[key]
-
-
 class SandboxUnavailableError(RuntimeError):
     """No isolation level that the configuration allows works on this machine."""
-
-
-def select_level(cfg: SandboxConfig) -> str:
-    """The level to use: the forced one, or the strongest that works; warns on any lost isolation."""
-    candidates = list(ISOLATION_LEVELS) if cfg.isolation == "auto" else [cfg.isolation]
-    reasons: list[str] = []
-    for level in candidates:
-        if level == "unsafe" and not cfg.allow_unsafe:
-            reasons.append("unsafe: refused (set allow_unsafe=True to run model code without isolation)")
-            continue
-        reason = probe_cached(level, cfg)
-        if reason is None:
-            warn_lost(level, reasons)
-            return level
-        reasons.append(f"{level}: {reason}")
-    raise SandboxUnavailableError("no usable sandbox isolation level:\n  " + "\n  ".join(reasons))
-
-
-def warn_lost(level: str, reasons: list[str]) -> None:
-    if not LOST[level]:
-        return
-    why = ("; stronger levels failed: " + " | ".join(reasons)) if reasons else ""
-    msg = f"verl_sod sandbox running at isolation level {level!r}: LOST {LOST[level]}{why}"
-    logger.warning(msg)
-    warnings.warn(msg, RuntimeWarning, stacklevel=3)

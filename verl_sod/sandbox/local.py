@@ -1,156 +1,31 @@
 """The local backend: run model-written Python in a child process at the selected isolation level.
 
-One run holds one *slot* (its own uid and work directory) from start to clean-up. Slots are
-claimed in-process and with an ``flock`` on ``/run/lock/verl_sod_sandbox.uidN.lock`` (or
-``work_root`` when ``/run/lock`` is not writable), so two processes that share ``base_uid`` never
-run two programs under one uid at once. Output is read as it arrives into capped
-buffers; on the wall-clock limit, or when output passes ``kill_output_bytes``, everything is killed.
+One run holds one *slot* (its own uid and work directory) from start to clean-up; slots are
+claimed in-process and with an ``flock`` per uid (:mod:`.slots`), so two processes that share
+``base_uid`` never run two programs under one uid at once. The level is chosen once
+(:mod:`.levels`); clean-up and the disk watchdog are :mod:`.cleanup`'s. Output is read as it
+arrives into capped buffers; on the wall-clock limit, or when output passes ``kill_output_bytes``,
+everything is killed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
-import fcntl
+import functools
 import os
-import queue
-import shutil
 import signal
 import subprocess
-import threading
 import warnings
-import weakref
-from collections.abc import AsyncIterator
 
 from verl_sod.sandbox import isolation
 from verl_sod.sandbox.child import ChildOutcome, kill_group, run_child
+from verl_sod.sandbox.cleanup import DISK_KILL_REASON, remove_later, wait_for_cleanup, watch_disk
 from verl_sod.sandbox.config import SandboxConfig
+from verl_sod.sandbox.levels import select_level
 from verl_sod.sandbox.procs import kill_uid
 from verl_sod.sandbox.result import SandboxResult
+from verl_sod.sandbox.slots import SlotPool
 from verl_sod.sandbox.warm import WarmPool, ZygoteError
-
-WATCH_INTERVAL_S = 0.25
-
-
-class _Janitor:
-    """Deletes finished run directories in a background thread.
-
-    Off the caller's path because removing a directory that was a bind-mount source in a namespace
-    that is still being torn down costs 1-4 ms each (the kernel detaches the mounts). Each run has a
-    directory of its own, so a slot can be reused before its old directory is gone.
-    """
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[str] = queue.Queue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def remove(self, path: str) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="sandbox-janitor", daemon=True)
-                self._thread.start()
-                atexit.register(self.wait)  # a daemon thread: finish the queue before exit
-        self._queue.put(path)
-
-    def _loop(self) -> None:
-        while True:
-            path = self._queue.get()
-            shutil.rmtree(path, ignore_errors=True)
-            self._queue.task_done()
-
-    def wait(self) -> None:
-        """Block until every queued directory is gone."""
-        self._queue.join()
-
-
-_JANITOR = _Janitor()
-
-
-def wait_for_cleanup() -> None:
-    """Block until the background removal of finished run directories has caught up."""
-    _JANITOR.wait()
-
-
-def dir_usage(root: str, max_entries: int) -> tuple[int, int]:
-    """(bytes allocated, entries) under ``root``, not following symlinks; stops past ``max_entries``."""
-    used, entries, stack = 0, 0, [root]
-    while stack and entries <= max_entries:
-        try:
-            with os.scandir(stack.pop()) as it:
-                for entry in it:
-                    entries += 1
-                    with contextlib.suppress(OSError):
-                        used += entry.stat(follow_symlinks=False).st_blocks * 512
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-        except OSError:
-            continue
-    return used, entries
-
-
-def _lock_dir(cfg: SandboxConfig) -> str:
-    """Where slot locks live: ``/run/lock`` (shared by every work_root) when we may write there."""
-    return "/run/lock" if os.access("/run/lock", os.W_OK) else cfg.work_root
-
-
-class _SlotPool:
-    """``num_slots`` exclusive slots, shared by every event loop and thread of this process."""
-
-    def __init__(self, cfg: SandboxConfig) -> None:
-        self._cfg = cfg
-        self._free = list(range(cfg.num_slots))
-        self._lock = threading.Lock()
-        self._fds: dict[int, int] = {}
-        self._sems: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _try_take(self) -> int | None:
-        with self._lock:
-            for slot in list(self._free):
-                fd = self._fds.get(slot)
-                if fd is None:
-                    path = os.path.join(
-                        _lock_dir(self._cfg), f"verl_sod_sandbox.uid{self._cfg.base_uid + slot}.lock"
-                    )
-                    fd = self._fds[slot] = os.open(
-                        path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600
-                    )
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # another process holds it
-                self._free.remove(slot)
-                return slot
-        return None
-
-    def _give_back(self, slot: int) -> None:
-        with self._lock:
-            fcntl.flock(self._fds[slot], fcntl.LOCK_UN)
-            self._free.append(slot)
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[int]:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            sem = self._sems.setdefault(loop, asyncio.Semaphore(self._cfg.num_slots))
-        async with sem:
-            delay = 0.002
-            while (slot := self._try_take()) is None:  # held by another loop or process
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
-            try:
-                yield slot
-            finally:
-                self._give_back(slot)
-
-    def close(self) -> None:
-        with self._lock:
-            for fd in self._fds.values():
-                os.close(fd)
-            self._fds.clear()
 
 
 def _normalise_exit(level: str, rc: int) -> int:
@@ -166,8 +41,8 @@ class LocalBackend:
     def __init__(self, cfg: SandboxConfig) -> None:
         self.cfg = cfg
         isolation.ensure_work_root(cfg.work_root)
-        self.level = isolation.select_level(cfg)
-        self._pool = _SlotPool(cfg)
+        self.level = select_level(cfg)
+        self._pool = SlotPool(cfg)
         self._swept: set[int] = set()  # slots checked for leftovers since this backend started
         self._warm = self._warm_pool()
 
@@ -228,7 +103,7 @@ class LocalBackend:
         if uid is not None:
             kill_uid(uid)
         if not self.cfg.keep_workdirs:
-            _JANITOR.remove(run_dir)
+            remove_later(run_dir)
 
     async def _execute(
         self, launch: isolation.Launch, stdin: str | None, timeout: float
@@ -251,18 +126,10 @@ class LocalBackend:
             else:
                 kill_group(proc)  # unsafe level: the process group is all we can find
 
-        async def watchdog() -> str:
-            run_dir = os.path.dirname(launch.cwd)
-            while True:
-                await asyncio.sleep(WATCH_INTERVAL_S)
-                used, entries = await asyncio.to_thread(dir_usage, run_dir, cfg.max_workdir_files)
-                if used > cfg.max_workdir_mb << 20 or entries > cfg.max_workdir_files:
-                    return "disk"
-
         try:
             outcome = await run_child(
                 launch.argv,
-                watchdog=watchdog,
+                watchdog=functools.partial(watch_disk, os.path.dirname(launch.cwd), cfg),
                 timeout_s=timeout,
                 cap=cfg.max_output_bytes,
                 kill_at=cfg.kill_output_bytes,
@@ -284,7 +151,7 @@ class LocalBackend:
         if killed == "timeout":
             note = f"[sandbox: wall-clock limit reached after {duration:.2f}s; killed]"
             return SandboxResult("timeout", stdout, _append(stderr, note), None, duration)
-        if killed == "disk":
+        if killed == DISK_KILL_REASON:
             note = (
                 f"[sandbox: work directory passed {self.cfg.max_workdir_mb} MiB or "
                 f"{self.cfg.max_workdir_files} entries; killed]"

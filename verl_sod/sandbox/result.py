@@ -6,8 +6,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from verl_sod.fields import SANDBOX_STATUSES
+
 Status = Literal["ok", "error", "timeout", "sandbox_error"]
-STATUSES: tuple[str, ...] = ("ok", "error", "timeout", "sandbox_error")
+STATUSES: tuple[str, ...] = SANDBOX_STATUSES
 
 
 @dataclass(frozen=True)

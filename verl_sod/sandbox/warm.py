@@ -9,7 +9,7 @@ and replaced after ``warm_max_runs`` runs, a time-out or kill, a run that left s
 a zygote that stops answering or dies, and a cancelled run. The slot uid is swept before every new
 zygote.
 
-Slots are still claimed per run (the flock of :mod:`.local`), not for a zygote's life: an idle
+Slots are still claimed per run (the flock of :mod:`.slots`), not for a zygote's life: an idle
 zygote holds no lock, so two sandboxes sharing ``base_uid`` (in one process or several) never wait
 on each other; they only make each other's idle zygotes restart (the sweep before a start kills
 them), which costs one cold start but never mixes two runs under one uid.
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from verl_sod.sandbox import isolation
 from verl_sod.sandbox.child import ChildOutcome, kill_group
+from verl_sod.sandbox.cleanup import remove_later, wait_for_cleanup, watch_disk
 from verl_sod.sandbox.config import SandboxConfig
 from verl_sod.sandbox.procs import kill_uid
 from verl_sod.sandbox.result import CappedBuffer
@@ -39,7 +40,6 @@ from verl_sod.sandbox.result import CappedBuffer
 ZYGOTE_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zygote_main.py")
 START_TIMEOUT_S = 60.0
 ZYGOTE_GRACE_S = 2.0  # the zygote's own kill, sweep, drain and wipe after the time-out
-WATCH_INTERVAL_S = 0.25
 EXIT_WAIT_S = 2.0
 
 
@@ -147,8 +147,6 @@ _POOLS: weakref.WeakSet[WarmPool] = weakref.WeakSet()
 @atexit.register
 def _close_all() -> None:
     """At interpreter exit: kill every zygote still alive, and remove their directories."""
-    from verl_sod.sandbox.local import wait_for_cleanup
-
     for pool in list(_POOLS):
         pool.close()
     wait_for_cleanup()
@@ -238,8 +236,6 @@ class WarmPool:
 
     def _kill(self, z: _Zygote) -> None:
         """Kill the zygote's whole bubblewrap (hence its namespace); wait for it; drop its files."""
-        from verl_sod.sandbox.local import _JANITOR
-
         inner = z.inner or _children(z.proc.pid)
         kill_group(z.proc)  # the outer bubblewrap; --die-with-parent then kills pid 1, and with it all
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -252,7 +248,7 @@ class WarmPool:
                 with contextlib.suppress(OSError):
                     pipe.close()
         if not self.cfg.keep_workdirs:
-            _JANITOR.remove(z.run_dir)
+            remove_later(z.run_dir)
 
     def discard(self, slot: int) -> None:
         with self._lock:
@@ -292,7 +288,7 @@ class WarmPool:
         request = json.dumps({"code": code, "stdin": stdin, "timeout": timeout}).encode() + b"\n"
         await _write_all(z.in_fd, request, deadline)
         reply_task = asyncio.ensure_future(_read_line(z, deadline))
-        disk_task = asyncio.ensure_future(self._disk_watch(z.run_dir))
+        disk_task = asyncio.ensure_future(watch_disk(z.run_dir, self.cfg))
         try:
             await asyncio.wait({reply_task, disk_task}, return_when=asyncio.FIRST_COMPLETED)
             if not reply_task.done():
@@ -308,16 +304,6 @@ class WarmPool:
             return json.loads(line), ""
         except ValueError as exc:
             raise ZygoteError(f"sandbox zygote sent a malformed reply: {line[:200]!r}") from exc
-
-    async def _disk_watch(self, run_dir: str) -> str:
-        from verl_sod.sandbox.local import dir_usage
-
-        cfg = self.cfg
-        while True:
-            await asyncio.sleep(WATCH_INTERVAL_S)
-            used, entries = await asyncio.to_thread(dir_usage, run_dir, cfg.max_workdir_files)
-            if used > cfg.max_workdir_mb << 20 or entries > cfg.max_workdir_files:
-                return "disk"
 
     def close(self) -> None:
         """Kill every zygote (idempotent; also run at interpreter exit)."""

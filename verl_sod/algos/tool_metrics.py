@@ -17,8 +17,7 @@ import torch
 from tensordict import TensorDict
 from verl.utils.metric import AggregationType, Metric
 
-from verl_sod.agent.output import TOOL_STATS_KEY
-from verl_sod.agent.trace import TOOL_STATS_FIELDS
+from verl_sod.fields import TOOL_STATS_FIELDS, TOOL_STATS_KEY
 
 PREFIX = "agent/"
 
