@@ -12,8 +12,8 @@ import pytest
 import torch
 from test_agent_loop_on_cpu import FakeExecutor, _loss_batch, call, run_script
 
-from verl_sod.agent import STEP_IDS_KEY
-from verl_sod.agent.output import EXTRA_FIELDS_KEY
+from verl_sod.fields import AGENT_EXTRA_KEY as EXTRA_FIELDS_KEY
+from verl_sod.fields import STEP_IDS_KEY
 from verl_sod.tiny import real
 from verl_sod.tools import CodeInterpreterTool
 

