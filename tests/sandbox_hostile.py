@@ -33,6 +33,7 @@ def scratch_dir(prefix: str) -> Iterator[str]:
     os.chmod(path, 0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+    drop_cache_entries(path)
 
 
 def drop_cache_entries(scratch: str) -> None:

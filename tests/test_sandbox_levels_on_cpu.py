@@ -29,9 +29,7 @@ BASE_UID = 62300
 def scratch() -> Iterator[str]:
     if shutil.which("bwrap") is None or os.geteuid() != 0:
         pytest.fail("needs root and bubblewrap: `apt-get install -y bubblewrap`", pytrace=False)
-    for path in hostile.scratch_dir("verl_sod_levels-"):
-        yield path
-        hostile.drop_cache_entries(path)
+    yield from hostile.scratch_dir("verl_sod_levels-")
 
 
 @pytest.fixture(autouse=True)

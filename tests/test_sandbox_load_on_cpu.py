@@ -34,9 +34,7 @@ CLI_UID = 62600  # the CLI runs with one slot: every process competes for this o
 def scratch() -> Iterator[str]:
     if shutil.which("bwrap") is None or os.geteuid() != 0:
         pytest.fail("needs root and bubblewrap: `apt-get install -y bubblewrap`", pytrace=False)
-    for path in hostile.scratch_dir("verl_sod_load-"):
-        yield path
-        hostile.drop_cache_entries(path)
+    yield from hostile.scratch_dir("verl_sod_load-")
 
 
 def _no_leftovers(*uids: int) -> dict[int, list[int]]:
