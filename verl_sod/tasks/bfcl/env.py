@@ -15,7 +15,11 @@ renders results (strings as they are, dicts as JSON, everything else ``str()``, 
 * ``ok``: the method returned normally;
 * ``api_error``: it returned a dict with an ``error`` key (the simulated API refused);
 * ``exception``: the method raised (the state may be partly changed);
-* ``rejected``: not executed: an unknown or not-yet-offered function, or arguments that do not bind.
+* ``rejected``: not executed: an unknown function, or arguments that do not bind.
+
+As in BFCL's executor, any public method of an involved class runs, also one whose function is not
+(yet) offered in the prompt (miss_func): the offered list is a prompt matter. One BFCL ground truth
+(``multi_turn_miss_func_49`` calls ``tail`` two turns before it is offered) depends on that.
 
 Only ``ok``, ``api_error`` and ``exception`` calls were executed; :attr:`Environment.executed`
 lists them, so a trajectory can be replayed exactly.
@@ -106,11 +110,7 @@ class Environment:
     """Fresh instances of ``involved_classes`` loaded with ``initial_config``; see the module doc."""
 
     def __init__(
-        self,
-        involved_classes: Iterable[str],
-        initial_config: dict[str, Any],
-        long_context: bool = False,
-        offered: Iterable[str] | None = None,
+        self, involved_classes: Iterable[str], initial_config: dict[str, Any], long_context: bool = False
     ) -> None:
         stateless = set(package.backend_config().STATELESS_CLASSES)
         self.instances: dict[str, Any] = {}
@@ -123,28 +123,15 @@ class Environment:
             for method_name, method in inspect.getmembers(instance, predicate=inspect.ismethod):
                 if not method_name.startswith("_"):
                     self.methods[method_name] = method
-        self.offered: set[str] | None = set(offered) if offered is not None else None
         self.executed: list[Call] = []
-
-    def offer(self, names: Iterable[str]) -> None:
-        """Make more functions callable (miss_func: functions given in a later turn)."""
-        if self.offered is not None:
-            self.offered.update(names)
-
-    def _method(self, call: Call) -> Any:
-        if call.name.startswith("_") or call.name not in self.methods:
-            raise LookupError(f"unknown function '{call.name}'")
-        if self.offered is not None and call.name not in self.offered:
-            raise LookupError(f"function '{call.name}' is not available")
-        return self.methods[call.name]
 
     def execute(self, call: Call) -> CallResult:
         """Run one call against the instances (see the module doc for the outcomes)."""
-        try:
-            method = self._method(call)
-        except LookupError as exc:
-            available = sorted(self.offered if self.offered is not None else self.methods)
-            return CallResult(call, f"Error: {exc}. Available functions: {available}", REJECTED)
+        if call.name.startswith("_") or call.name not in self.methods:
+            available = sorted(self.methods)
+            text = f"Error: unknown function '{call.name}'. Available functions: {available}"
+            return CallResult(call, text, REJECTED)
+        method = self.methods[call.name]
         if not isinstance(call.arguments, dict):
             return CallResult(call, f"Error: the arguments of '{call.name}' must be a JSON object", REJECTED)
         try:
@@ -152,8 +139,8 @@ class Environment:
         except TypeError as exc:
             return CallResult(call, f"Error: bad arguments for '{call.name}': {exc}", REJECTED)
         self.executed.append(call)
-        try:
-            value = method(**call.arguments)
+        try:  # a copy: the simulated APIs keep (and later mutate) argument lists in their state
+            value = method(**copy.deepcopy(call.arguments))
         except Exception as exc:  # the simulated API's own bug or a bad value: an observation
             return CallResult(call, f"Error during execution: {exc}", EXCEPTION)
         outcome = API_ERROR if isinstance(value, dict) and "error" in value else OK

@@ -8,6 +8,7 @@ executed (name + JSON arguments). The agent loop (:mod:`.agent`) drives it; so c
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -77,9 +78,7 @@ class Episode:
 
     def __post_init__(self) -> None:
         spec = self.spec
-        self.env = Environment(
-            spec.involved_classes, spec.initial_config, spec.long_context, offered=tool_names(spec.tools)
-        )
+        self.env = Environment(spec.involved_classes, spec.initial_config, spec.long_context)
 
     @property
     def num_turns(self) -> int:
@@ -99,7 +98,7 @@ class Episode:
             self.begin_step()
         result = self.env.execute(call)
         if result.executed:
-            self.turns[-1][-1].append(call.as_dict())
+            self.turns[-1][-1].append(copy.deepcopy(call.as_dict()))
         self.results.append(result)
         return result
 
@@ -113,8 +112,8 @@ class Episode:
     def next_user_turn(self) -> list[dict[str, Any]] | None:
         """The next turn's user messages (with its added functions announced), or None when done.
 
-        Functions withheld until this turn (miss_func) become callable, and their schemas are
-        appended to the message, since the system prompt of a running conversation cannot change.
+        Functions withheld until this turn (miss_func) are announced: their schemas are put in front
+        of the message, since the system prompt of a running conversation cannot change.
         """
         if self.force_quit or self.turn + 1 >= self.num_turns:
             return None
@@ -123,7 +122,6 @@ class Episode:
         messages = [dict(m) for m in self.spec.later_turns[self.turn - 1]]
         added = self.spec.held_out.get(str(self.turn), [])
         if added:
-            self.env.offer(tool_names(added))
             listing = "\n".join(json.dumps(schema) for schema in added)
             messages[-1]["content"] = f"<tools>\n{listing}\n</tools>\n" + messages[-1]["content"]
         return messages
