@@ -105,6 +105,8 @@ def function_docs(class_name: str) -> tuple[dict[str, Any], ...]:
     """BFCL's function docs of one API class (one JSON object per line in the package)."""
     doc_file = backend_config().MULTI_TURN_FUNC_DOC_FILE_MAPPING[class_name]
     path = data_dir() / "multi_turn_func_doc" / doc_file
+    if not path.is_file():
+        raise BFCLLayoutError(f"no function docs for {class_name} at {path}; {FIX}")
     with path.open(encoding="utf-8") as handle:
         return tuple(json.loads(line) for line in handle if line.strip())
 
