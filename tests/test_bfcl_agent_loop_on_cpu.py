@@ -17,21 +17,26 @@ import pytest
 
 pytest.importorskip("bfcl_eval")
 
-import torch  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap  # noqa: E402
-from verl.utils.dataset.rl_dataset import RLHFDataset  # noqa: E402
-from verl.workers.rollout.replica import TokenOutput  # noqa: E402
+import torch
+from omegaconf import OmegaConf
+from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap
+from verl.utils.dataset.rl_dataset import RLHFDataset
+from verl.workers.rollout.replica import TokenOutput
 
-from verl_sod.agent import STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY  # noqa: E402
-from verl_sod.agent.output import EXTRA_FIELDS_KEY  # noqa: E402
-from verl_sod.tasks.bfcl import compute_score, data  # noqa: E402
-from verl_sod.tasks.bfcl.agent import BFCLAgentLoop  # noqa: E402
-from verl_sod.tasks.bfcl.env import Environment  # noqa: E402
-from verl_sod.tiny.assets import build_tokenizer  # noqa: E402
+from verl_sod.agent import STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY
+from verl_sod.agent.output import EXTRA_FIELDS_KEY
+from verl_sod.tasks.bfcl import compute_score, data
+from verl_sod.tasks.bfcl.agent import BFCLAgentLoop
+from verl_sod.tasks.bfcl.env import Environment
+from verl_sod.tiny.assets import build_tokenizer
 
 END_TURN = "Done."
-SAMPLE = ("multi_turn_base_0", "multi_turn_miss_func_0", "multi_turn_miss_param_1", "multi_turn_long_context_3")
+SAMPLE = (
+    "multi_turn_base_0",
+    "multi_turn_miss_func_0",
+    "multi_turn_miss_param_1",
+    "multi_turn_long_context_3",
+)
 
 
 class ScriptedServer:
@@ -137,9 +142,10 @@ def test_ground_truth_script_scores_1_through_the_real_loop(tok, tasks, task_id)
     final_prompt = tok.decode(server.prompts[-1])
     positions = [final_prompt.find(turn[-1]["content"]) for turn in data.later_turns(task)]
     assert all(p > 0 for p in positions) and positions == sorted(positions)
-    assert score(row, out)["score"] == 1.0 and compute_score(
-        row["data_source"], "", row["reward_model"]["ground_truth"], {}
-    )["acc"] == 0.0, "without the loop's record and a response text nothing was done"
+    assert (
+        score(row, out)["score"] == 1.0
+        and compute_score(row["data_source"], "", row["reward_model"]["ground_truth"], {})["acc"] == 0.0
+    ), "without the loop's record and a response text nothing was done"
 
 
 def test_dropped_call_through_the_loop_scores_0(tok, tasks):
@@ -154,7 +160,7 @@ def test_held_out_functions_are_announced_in_their_turn(tok, tasks):
     task = tasks["multi_turn_miss_func_0"]  # 'sort' is withheld until turn 3
     row = data.task_row(task, 0, "all")
     assert "sort" not in [t["function"]["name"] for t in json.loads(row["extra_info"]["tools"])]
-    out, server = run_loop(tok, row, gt_script(task))
+    _, server = run_loop(tok, row, gt_script(task))
     first, last = tok.decode(server.prompts[0]), tok.decode(server.prompts[-1])
     assert '"name": "sort"' not in first and '"name": "sort"' in last
     assert data.ADDED_FUNCTIONS_PROMPT in last

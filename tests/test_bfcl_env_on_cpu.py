@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("bfcl_eval")
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from verl_sod.tasks import TASKS, load_task, task_for_data_source  # noqa: E402
-from verl_sod.tasks.bfcl import data, package  # noqa: E402
-from verl_sod.tasks.bfcl.env import API_ERROR, EXCEPTION, OK, REJECTED, Call, Environment, parse_call_string  # noqa: E402
+from verl_sod.tasks import TASKS, load_task, task_for_data_source
+from verl_sod.tasks.bfcl import data, package
+from verl_sod.tasks.bfcl.env import API_ERROR, EXCEPTION, OK, REJECTED, Call, Environment, parse_call_string
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,17 +34,19 @@ def test_the_pin_is_declared_once_and_installed():
 
 def test_layout_check_fails_clearly(monkeypatch, tmp_path):
     monkeypatch.setattr(package, "installed_version", lambda: "2025.1.1")
-    with pytest.raises(package.BFCLLayoutError, match=r"2025\.1\.1 is installed.*pip install --no-deps bfcl-eval=="):
+    with pytest.raises(
+        package.BFCLLayoutError, match=r"2025\.1\.1 is installed.*pip install --no-deps bfcl-eval=="
+    ):
         package.check_layout()
     monkeypatch.undo()
     monkeypatch.setattr(package, "data_dir", lambda: tmp_path)
-    with pytest.raises(package.BFCLLayoutError, match="missing data file|no function docs"):
+    with pytest.raises(package.BFCLLayoutError, match=r"missing data file|no function docs"):
         package.function_docs.cache_clear()
         package.check_layout()
     package.function_docs.cache_clear()
     monkeypatch.undo()
     monkeypatch.setattr(package, "_CHECKER", "bfcl_eval.no_such_module")
-    with pytest.raises(package.BFCLLayoutError, match="cannot import bfcl_eval.no_such_module"):
+    with pytest.raises(package.BFCLLayoutError, match=r"cannot import bfcl_eval\.no_such_module"):
         package.check_layout()
 
 
@@ -107,7 +109,16 @@ def test_splits_are_disjoint_by_scenario_number():
 
 
 def _prepare(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "verl_sod.data", "prepare", "bfcl-multi-turn", "--output", str(tmp_path), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "verl_sod.data",
+        "prepare",
+        "bfcl-multi-turn",
+        "--output",
+        str(tmp_path),
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
@@ -122,9 +133,13 @@ def test_prepare_cli_writes_the_rows(tmp_path):
     held = json.loads(info["held_out"])
     assert list(held) and all(s["type"] == "function" for turn in held.values() for s in turn)
     assert set(json.loads(info["initial_config"])) <= set(info["involved_classes"])
-    assert len(json.loads(info["later_turns"])) == len(json.loads(row.reward_model["ground_truth"])["turns"]) - 1
+    assert (
+        len(json.loads(info["later_turns"])) == len(json.loads(row.reward_model["ground_truth"])["turns"]) - 1
+    )
     truth = json.loads(row.reward_model["ground_truth"])
-    assert truth["id"] == "multi_turn_miss_func_1" and truth["initial_config"] == json.loads(info["initial_config"])
+    assert truth["id"] == "multi_turn_miss_func_1" and truth["initial_config"] == json.loads(
+        info["initial_config"]
+    )
     assert row.prompt[0]["role"] == "user"
     bad = _prepare(tmp_path / "bad", "--category", "base,nope")
     assert bad.returncode == 2 and "unknown BFCL multi-turn category 'nope'" in bad.stderr

@@ -17,9 +17,9 @@ import pytest
 
 pytest.importorskip("bfcl_eval")
 
-from verl_sod.tasks.bfcl import compute_score, data, package  # noqa: E402
-from verl_sod.tasks.bfcl.env import Call, Environment  # noqa: E402
-from verl_sod.tasks.bfcl.episode import Episode, TaskSpec  # noqa: E402
+from verl_sod.tasks.bfcl import compute_score, data, package
+from verl_sod.tasks.bfcl.env import Call, Environment
+from verl_sod.tasks.bfcl.episode import Episode, TaskSpec
 
 Turns = list[list[Call]]  # per turn, the calls (one step)
 
@@ -41,7 +41,9 @@ def replay(row: dict[str, Any], turns: Turns) -> dict[str, Any]:
                 episode.execute(Call.from_dict(json.loads(json.dumps(call.as_dict()))))  # via JSON
             episode.end_step()
     assert episode.next_user_turn() is None
-    return compute_score(row["data_source"], "", row["reward_model"]["ground_truth"], {"bfcl": episode.record()})
+    return compute_score(
+        row["data_source"], "", row["reward_model"]["ground_truth"], {"bfcl": episode.record()}
+    )
 
 
 def gt_calls(task: dict[str, Any]) -> Turns:

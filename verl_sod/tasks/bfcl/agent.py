@@ -75,11 +75,11 @@ class BFCLAgentLoop(SODToolAgentLoop):
     def _set_tools(self, agent_data: AgentData) -> None:
         schemas = self._episode.active_tools()
         agent_data._active_tool_schemas = schemas
-        agent_data._active_tools = {
-            s["function"]["name"]: SimpleNamespace(tool_schema=s) for s in schemas
-        }
+        agent_data._active_tools = {s["function"]["name"]: SimpleNamespace(tool_schema=s) for s in schemas}
 
-    async def _handle_pending_state(self, agent_data: AgentData, sampling_params: dict[str, Any]) -> AgentState:
+    async def _handle_pending_state(
+        self, agent_data: AgentData, sampling_params: dict[str, Any]
+    ) -> AgentState:
         self._set_tools(agent_data)
         return await super()._handle_pending_state(agent_data, sampling_params)
 
@@ -144,7 +144,10 @@ class BFCLAgentLoop(SODToolAgentLoop):
         result = self._episode.execute(Call(name, args))
         outcome = OUTCOME_OK if result.outcome == OK else OUTCOME_ERROR
         self._trace.record(
-            name, outcome, format_error=result.outcome == REJECTED, detail="" if outcome == OUTCOME_OK else result.text
+            name,
+            outcome,
+            format_error=result.outcome == REJECTED,
+            detail="" if outcome == OUTCOME_OK else result.text,
         )
         text = truncate(result.text, self.max_tool_response_length, self.tool_response_truncate_side)
         return ToolResponse(text=text), 0.0, {TOOL_STATUS_KEY: "ok" if result.outcome == OK else "error"}

@@ -60,7 +60,9 @@ def check(truth: dict[str, Any], model_turns: Turns) -> CheckResult:
     all_model_results: list[str] = []
     for t, gt_calls in enumerate(gt_turns):
         if t >= len(model_turns):
-            return CheckResult(False, t, n, "multi_turn:force_terminated", f"the trajectory ended in turn {t}")
+            return CheckResult(
+                False, t, n, "multi_turn:force_terminated", f"the trajectory ended in turn {t}"
+            )
         steps = [step for step in model_turns[t] if step]
         for step in steps:
             all_model_results.extend(model_env.execute(call).text for call in step)
@@ -76,7 +78,9 @@ def check(truth: dict[str, Any], model_turns: Turns) -> CheckResult:
         if not response["valid"]:
             return CheckResult(False, t, n, response["error_type"], response["error_message"])
     if len(model_turns) > n:
-        return CheckResult(False, n, n, "multi_turn:extra_turns", f"{len(model_turns)} turns recorded, {n} expected")
+        return CheckResult(
+            False, n, n, "multi_turn:extra_turns", f"{len(model_turns)} turns recorded, {n} expected"
+        )
     return CheckResult(True, n, n)
 
 

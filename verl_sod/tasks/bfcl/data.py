@@ -34,7 +34,7 @@ AGENT_NAME = "sod_bfcl_agent"
 DATA_SOURCE = "bfcl/multi_turn"
 TRAIN_EVERY = 5
 SPLITS = ("all", "train", "heldout")
-#: BFCL's user message for a miss_func turn that adds functions (DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_FC)
+#: BFCL's user message of a miss_func turn that adds functions (its ..._ADDITIONAL_FUNCTION_FC)
 ADDED_FUNCTIONS_PROMPT = "I have updated some more functions you can choose from. What about now?"
 _TYPES = {
     "dict": "object",
@@ -89,7 +89,11 @@ def tool_schema(doc: dict[str, Any]) -> dict[str, Any]:
     parameters = _json_schema(doc.get("parameters") or {"type": "dict", "properties": {}})
     return {
         "type": "function",
-        "function": {"name": doc["name"], "description": doc.get("description", ""), "parameters": parameters},
+        "function": {
+            "name": doc["name"],
+            "description": doc.get("description", ""),
+            "parameters": parameters,
+        },
     }
 
 

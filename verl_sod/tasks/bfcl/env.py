@@ -87,7 +87,9 @@ def _literal(node: ast.AST, source: str) -> Any:
     try:
         return ast.literal_eval(node)
     except ValueError:
-        raise ValueError(f"non-literal argument {ast.get_source_segment(source, node)!r} in {source!r}") from None
+        raise ValueError(
+            f"non-literal argument {ast.get_source_segment(source, node)!r} in {source!r}"
+        ) from None
 
 
 def parse_call_string(source: str) -> tuple[str, list[Any], dict[str, Any]]:
@@ -118,7 +120,9 @@ class Environment:
         for name in involved_classes:
             instance = package.api_class(name)()
             if name not in stateless:
-                instance._load_scenario(copy.deepcopy(initial_config.get(name, {})), long_context=long_context)
+                instance._load_scenario(
+                    copy.deepcopy(initial_config.get(name, {})), long_context=long_context
+                )
             self.instances[name] = instance
             for method_name, method in inspect.getmembers(instance, predicate=inspect.ismethod):
                 if not method_name.startswith("_"):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -100,7 +100,7 @@ def api_class(name: str) -> type:
     return getattr(_import(mapping[name]), name)
 
 
-@lru_cache(maxsize=None)
+@cache
 def function_docs(class_name: str) -> tuple[dict[str, Any], ...]:
     """BFCL's function docs of one API class (one JSON object per line in the package)."""
     doc_file = backend_config().MULTI_TURN_FUNC_DOC_FILE_MAPPING[class_name]
@@ -124,7 +124,9 @@ def check_layout() -> list[str]:
     if version is None:
         raise BFCLLayoutError(f"{PACKAGE} is not installed; {FIX}")
     if version != PINNED_VERSION:
-        raise BFCLLayoutError(f"{PACKAGE} {version} is installed, this task is pinned to {PINNED_VERSION}; {FIX}")
+        raise BFCLLayoutError(
+            f"{PACKAGE} {version} is installed, this task is pinned to {PINNED_VERSION}; {FIX}"
+        )
     lines = [f"{PACKAGE} {version} at {package_dir()}"]
     config = backend_config()
     for attr in ("CLASS_FILE_PATH_MAPPING", "STATELESS_CLASSES", "MULTI_TURN_FUNC_DOC_FILE_MAPPING"):
