@@ -143,3 +143,36 @@ def test_prepare_cli_writes_the_rows(tmp_path):
     assert row.prompt[0]["role"] == "user"
     bad = _prepare(tmp_path / "bad", "--category", "base,nope")
     assert bad.returncode == 2 and "unknown BFCL multi-turn category 'nope'" in bad.stderr
+
+
+def test_reward_fields_reach_the_report_generically():
+    from verl_sod.eval.dump import load_generations
+    from verl_sod.eval.metrics import group_summaries
+    from verl_sod.eval.report import markdown
+
+    def line(uid: str, turns: float, passed: float) -> dict:
+        return {
+            "uid": uid,
+            "score": 0.0,
+            "acc": 0.0,
+            "data_source": "bfcl/multi_turn/base",
+            "turns_completed": turns,
+            "turns_passed": passed,
+            "api_errors": -1.0,
+            "bfcl_error": "multi_turn:instance_state_mismatch",
+            "tool_calls": 3,
+        }
+
+    gens = load_generations([line("p1_s0_0", 4.0, 1.0), line("p1_s1_0", 2.0, 0.0), line("p2_s0_0", 3.0, 3.0)])
+    summary = group_summaries({"b": [[g.sample for g in gens[:2]], [gens[2].sample]]})["b"]
+    assert summary["task_fields"] == {"turns_completed": 3.0, "turns_passed": pytest.approx(4 / 3)}
+    md = markdown(
+        {
+            "source": "x",
+            "samples": 3,
+            "rescored": False,
+            "benchmarks": {"b": summary},
+            "rescore_changed": None,
+        }
+    )
+    assert "## Task fields" in md and "| b | turns_completed | 3.000 |" in md
