@@ -176,3 +176,15 @@ def test_reward_fields_reach_the_report_generically():
         }
     )
     assert "## Task fields" in md and "| b | turns_completed | 3.000 |" in md
+
+
+def test_task_config_selects_the_loop_and_bfcls_limits():
+    from verl_sod.presets import compose
+
+    cfg = compose("grpo", ["task=bfcl", "platform=cpu"])
+    rollout = cfg.actor_rollout_ref.rollout
+    assert rollout.agent.default_agent_loop == "sod_bfcl_agent"
+    assert rollout.multi_turn.max_assistant_turns is None and rollout.multi_turn.max_parallel_calls >= 8
+    assert rollout.multi_turn.max_tool_response_length >= 31706  # the longest long_context observation
+    assert cfg.reward.custom_reward_function.path == "pkg://verl_sod.tasks.bfcl.reward"
+    assert cfg.data.filter_overlong_prompts is False
