@@ -83,7 +83,7 @@ def gt_script(task: dict[str, Any], drop_last: bool = False) -> list[str]:
     return script
 
 
-def run_loop(tok: Any, row: dict[str, Any], script: list[str], **loop_kw: Any):
+def run_loop(tok: Any, row: dict[str, Any], script: list[str], response_length: int = 65536, **loop_kw: Any):
     mt = {
         "max_user_turns": None,
         "max_assistant_turns": None,
@@ -92,7 +92,8 @@ def run_loop(tok: Any, row: dict[str, Any], script: list[str], **loop_kw: Any):
         "tool_response_truncate_side": "middle",
         "format": "hermes",
     }
-    rollout = {"multi_turn": mt, "prompt_length": 65536, "response_length": 65536, "full_determinism": False}
+    rollout = {"multi_turn": mt, "prompt_length": 65536, "response_length": response_length}
+    rollout["full_determinism"] = False
     cfg = OmegaConf.create({"actor_rollout_ref": {"rollout": rollout}, "data": {}})
     server = ScriptedServer(tok, script)
 
@@ -204,3 +205,17 @@ def test_more_than_20_steps_in_a_turn_force_quits(tok, tasks):
     assert len(server.prompts) == 21, "BFCL runs 21 steps with calls, then quits"
     result = score(row, out)
     assert result["force_quit"] == 1.0 and result["score"] == 0.0 and result["turns_completed"] == 1.0
+
+
+def test_a_user_turn_that_does_not_fit_ends_the_trajectory_uncounted(tok, tasks):
+    task = tasks["multi_turn_base_0"]
+    row = data.task_row(task, 0, "all")
+    script = gt_script(task)
+    _, server = run_loop(tok, row, script)
+    done_ids = len(tok.encode(END_TURN, add_special_tokens=False)) + 1
+    after_turn_0 = len(server.prompts[1]) - len(server.prompts[0]) + done_ids
+    out, server = run_loop(tok, row, script, response_length=after_turn_0 + 3)
+    assert len(server.prompts) == 2, "the second user turn must not reach the model"
+    result = score(row, out)
+    assert result["turns_completed"] == 1.0 and result["score"] == 0.0
+    assert len(out.response_mask) == after_turn_0 and out.response_mask[-1] == 1

@@ -35,6 +35,7 @@ def replay(row: dict[str, Any], turns: Turns) -> dict[str, Any]:
     for t, calls in enumerate(turns):
         if t > 0:
             assert episode.next_user_turn() is not None
+            episode.start_next_turn()
         if calls:
             episode.begin_step()
             for call in calls:
@@ -139,7 +140,7 @@ def test_partial_credit_counts_the_leading_turns_that_passed(tasks):
     episode = Episode(TaskSpec.from_extra_info(row["extra_info"]))
     for t, calls in enumerate(broken):
         if t:
-            episode.next_user_turn()
+            episode.start_next_turn()
         if calls:
             episode.begin_step()
             for call in calls:

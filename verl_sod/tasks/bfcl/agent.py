@@ -115,6 +115,7 @@ class BFCLAgentLoop(SODToolAgentLoop):
         if agent_data.response_logprobs:
             agent_data.response_logprobs = response_logprobs or []
         self._trace.commit_if(agent_data.response_mask)
+        self._episode.start_next_turn()
         agent_data.user_turns += 1
         return AgentState.GENERATING
 

@@ -110,21 +110,28 @@ class Episode:
         return self.force_quit
 
     def next_user_turn(self) -> list[dict[str, Any]] | None:
-        """The next turn's user messages (with its added functions announced), or None when done.
+        """The next turn's user messages (its added functions announced), or None when done.
 
-        Functions withheld until this turn (miss_func) are announced: their schemas are put in front
-        of the message, since the system prompt of a running conversation cannot change.
+        Nothing changes until :meth:`start_next_turn` (the loop calls it once the message fits).
+        Functions withheld until that turn (miss_func) are announced: their schemas are put in
+        front of the message, since the system prompt of a running conversation cannot change.
         """
-        if self.force_quit or self.turn + 1 >= self.num_turns:
+        nxt = self.turn + 1
+        if self.force_quit or nxt >= self.num_turns:
             return None
-        self.turns.append([])
-        self.steps_in_turn = 0
-        messages = [dict(m) for m in self.spec.later_turns[self.turn - 1]]
-        added = self.spec.held_out.get(str(self.turn), [])
+        messages = [dict(m) for m in self.spec.later_turns[nxt - 1]]
+        added = self.spec.held_out.get(str(nxt), [])
         if added:
             listing = "\n".join(json.dumps(schema) for schema in added)
             messages[-1]["content"] = f"<tools>\n{listing}\n</tools>\n" + messages[-1]["content"]
         return messages
+
+    def start_next_turn(self) -> None:
+        """The next user turn has reached the model: record its calls from now on."""
+        if self.turn + 1 >= self.num_turns:
+            raise RuntimeError("no user turn left")
+        self.turns.append([])
+        self.steps_in_turn = 0
 
     def active_tools(self) -> list[dict[str, Any]]:
         added = [s for turn in range(1, self.turn + 1) for s in self.spec.held_out.get(str(turn), [])]
