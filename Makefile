@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 # CPU build of torch, installed before verl so nothing resolves a multi-GB CUDA build.
 TORCH_CPU := torch==2.13.0
 STAMP := $(VENV)/.verl-sod-installed
+# BFCL multi-turn (verl_sod/tasks/bfcl): its pin, installed with --no-deps (see the file).
+BFCL_REQUIREMENTS := verl_sod/tasks/bfcl/requirements.txt
 PIP_QUIET := 2>&1 | { grep -v "^WARNING: Location .* is ignored" || true; }
 
 # System packages: bubblewrap isolates model-written code (verl_sod.sandbox); Debian's python3 with
@@ -22,12 +24,13 @@ sysdeps:
 	  echo "== installing $(SYS_PKGS) (apt) =="; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYS_PKGS) >/dev/null; }
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(BFCL_REQUIREMENTS)
 	@echo "== building $(VENV) (CPU torch, verl, verl-sod) =="
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip $(PIP_QUIET)
 	$(PY) -m pip install -q $(TORCH_CPU) $(PIP_QUIET)
 	$(PY) -m pip install -q -e '.[dev,real]' $(PIP_QUIET)
+	$(PY) -m pip install -q --no-deps -r $(BFCL_REQUIREMENTS) $(PIP_QUIET)
 	$(PY) -c "import torch; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(), torch.__version__"
 	$(PY) -m verl_sod doctor
 	$(PY) -m verl_sod.sandbox doctor

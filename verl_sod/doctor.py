@@ -52,6 +52,19 @@ def _entry_point_status() -> tuple[bool, str]:
     return True, f"entry point {eps[0].name} = {PLUGIN_MODULE}"
 
 
+def _bfcl_layout(out: Callable[[str], None]) -> list[str]:
+    """The pinned bfcl-eval and the files the BFCL task reads (``verl_sod.tasks.bfcl.package``)."""
+    from verl_sod.tasks.bfcl.package import BFCLLayoutError, check_layout
+
+    try:
+        for line in check_layout():
+            out(f"  [ok] bfcl: {line}")
+    except BFCLLayoutError as exc:
+        out(f"  [MISSING] bfcl: {exc}")
+        return [f"bfcl-eval: {exc}"]
+    return []
+
+
 def run_doctor(out: Callable[[str], None] = print) -> int:
     """Print the report; return 0 when everything expected is registered, else 1."""
     import verl  # loads the plugins exactly as a Ray worker does
@@ -84,6 +97,7 @@ def run_doctor(out: Callable[[str], None] = print) -> int:
     from verl_sod.presets import available_presets
 
     out(f"presets: {', '.join(available_presets())}")
+    problems.extend(_bfcl_layout(out))
     for problem in problems:
         out(f"PROBLEM: {problem}")
     out("doctor: OK" if not problems else f"doctor: {len(problems)} problem(s)")

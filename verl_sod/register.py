@@ -23,6 +23,7 @@ from verl_sod.cpu.verl_patches import apply_cpu_patches
 # VERL_PLATFORM, verl logs its "falling back to nvidia" warning here; Ray workers on the CPU path
 # get VERL_PLATFORM=cpu.
 from verl_sod.diagnostics import trainer as sod_trainer
+from verl_sod.tasks.bfcl import agent as bfcl_agent  # sod_bfcl_agent (bfcl-eval loads lazily)
 
 hf_rollout.register_hf_backend()
 apply_cpu_patches()
@@ -34,5 +35,6 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("rollout_replica", hf_rollout.BACKEND_NAME),
     ("rollout_adapter", hf_rollout.BACKEND_NAME),
     ("agent_loop", agent_loop.AGENT_NAME),
+    ("agent_loop", bfcl_agent.AGENT_NAME),
     ("trainer", sod_trainer.SOD_TRAINER_MODE),
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -225,6 +226,31 @@ def open_agentrl(index: int, row: dict[str, Any], opts: Options) -> dict[str, An
     )
 
 
+def bfcl_multi_turn(index: int, row: dict[str, Any], opts: Options) -> dict[str, Any] | None:
+    """A BFCL multi-turn task (question + ground truth + category, see :func:`bfcl_input`)."""
+    from verl_sod.tasks.bfcl import data as bfcl
+
+    split = opts.split or "all"
+    if not bfcl.in_split(_text(row, "id"), split):
+        return None
+    return bfcl.task_row(row, index, split, opts.data_source)
+
+
+def bfcl_input(tmp_dir: Path, categories: str | None) -> Path:
+    """The installed bfcl-eval's tasks of ``categories`` (comma-separated; all four when None) as
+    one JSON-lines input for :func:`bfcl_multi_turn`."""
+    from verl_sod.tasks.bfcl import data as bfcl
+    from verl_sod.tasks.bfcl.package import CATEGORIES, check_layout
+
+    check_layout()
+    chosen = [c.strip() for c in categories.split(",") if c.strip()] if categories else list(CATEGORIES)
+    path = tmp_dir / "bfcl_multi_turn.jsonl"
+    with path.open("w", encoding="utf-8") as handle:
+        for task in bfcl.load_tasks(chosen):
+            handle.write(json.dumps(task) + "\n")
+    return path
+
+
 Converter = Callable[[int, dict[str, Any], Options], "dict[str, Any] | None"]
 CONVERTERS: dict[str, tuple[Converter, str]] = {
     "open-agentrl-30k": (open_agentrl, "train"),
@@ -233,7 +259,10 @@ CONVERTERS: dict[str, tuple[Converter, str]] = {
     "gpqa-diamond": (gpqa_diamond, "test"),
     "livecodebench": (livecodebench, "test"),
     "sft-cold-start": (sft_cold_start, "train"),
+    "bfcl-multi-turn": (bfcl_multi_turn, "all"),
 }
+# Datasets read from an installed package when --input is omitted: name -> (tmp dir, --category) -> input.
+BUILTIN_INPUTS: dict[str, Callable[[Path, str | None], Path]] = {"bfcl-multi-turn": bfcl_input}
 # Datasets whose rows must share one explicit parquet schema, built from the first row written; a
 # later row that does not fit it is a bad row (instead of pyarrow silently dropping its extra keys).
 SCHEMAS: dict[str, Callable[[dict[str, Any]], pa.Schema]] = {"sft-cold-start": row_schema}

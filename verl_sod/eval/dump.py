@@ -122,6 +122,24 @@ def _number(record: dict[str, Any], key: str) -> float | None:
     return None
 
 
+#: dump keys with a meaning of their own; every other number is a task field (see metrics)
+KNOWN_KEYS = frozenset(
+    {"score", "reward", "step", "acc", "num_turns", "recovered", "tool_calls", "tool_errors"}
+    | {"tool_timeouts", "tool_format_errors"}
+)
+
+
+def task_fields(record: dict[str, Any]) -> dict[str, float]:
+    """Numbers of a dumped line the task reward added (bools count; -1 or below = not recorded)."""
+    out = {}
+    for key, value in record.items():
+        if key in KNOWN_KEYS or not isinstance(value, (int, float)):
+            continue
+        if float(value) >= 0:
+            out[key] = float(value)
+    return out
+
+
 def to_sample(record: dict[str, Any]) -> Sample:
     """The metric view of one dumped line (agent counts -1 or absent -> unknown)."""
     calls, errors = _number(record, "tool_calls"), _number(record, "tool_errors")
@@ -138,6 +156,7 @@ def to_sample(record: dict[str, Any]) -> Sample:
         num_turns=int(turns) if turns is not None else None,
         response_length=len(record.get("output") or ""),
         passed=bool(float(acc) >= 1.0 - 1e-9) if isinstance(acc, (int, float)) else None,
+        task_fields=task_fields(record),
     )
 
 

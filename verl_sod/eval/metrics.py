@@ -8,6 +8,8 @@ Conventions (also in docs/evaluation.md):
 * ``pass@k``: the unbiased estimator of Chen et al. (2021), ``1 - C(n-c, k) / C(n, k)``, computed as
   the product ``prod_{i=n-c+1}^{n} (1 - k/i)``; a sample passes when its score is at least
   ``threshold`` (1.0 by default, so fractional code scores pass only when every test passed).
+* task fields: any other number a task's reward returns (``-1`` = not recorded) is averaged over
+  trajectories per benchmark, so a task reports its own measures without code here.
 * ``maj@k``: majority vote over the non-empty extracted answers of the first ``k`` samples; a tie is
   won by the answer that appears first among those samples; the voted answer counts as correct when
   the first sample that gave it passes; a problem with no answer at all scores 0.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Z_95 = 1.959963984540054
@@ -44,6 +46,7 @@ class Sample:
     num_turns: int | None = None
     response_length: int = 0
     passed: bool | None = None  # overrides the score threshold when set (e.g. the reward's ``acc``)
+    task_fields: dict[str, float] = field(default_factory=dict)  # other numbers the task reward gave
 
 
 def passes(sample: Sample, threshold: float = 1.0) -> bool:
@@ -192,6 +195,17 @@ def agent_metrics(problems: Sequence[Sequence[Sample]]) -> dict[str, float | Non
     }
 
 
+def task_field_means(problems: Sequence[Sequence[Sample]]) -> dict[str, float]:
+    """Per numeric field a task reward reported (e.g. BFCL's ``turns_completed``): its mean over
+    the trajectories that carry it (trajectory level, like the agent metrics)."""
+    values: dict[str, list[float]] = {}
+    for samples in problems:
+        for s in samples:
+            for key, value in s.task_fields.items():
+                values.setdefault(key, []).append(value)
+    return {key: sum(v) / len(v) for key, v in sorted(values.items())}
+
+
 def summarize(problems: Sequence[Sequence[Sample]], threshold: float = 1.0) -> dict[str, Any]:
     """Every metric of one group of problems (one benchmark, or all of them)."""
     problems = [p for p in problems if p]
@@ -208,6 +222,7 @@ def summarize(problems: Sequence[Sequence[Sample]], threshold: float = 1.0) -> d
         "maj_at_k": maj_at_k(problems, n_min, threshold) if n_min else None,
         "by_tool_calls": by_tool_calls(problems),
         **agent_metrics(problems),
+        "task_fields": task_field_means(problems),
     }
 
 

@@ -62,6 +62,14 @@ def _buckets_table(summaries: dict[str, dict[str, Any]]) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def _task_fields_table(summaries: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| benchmark | field | mean per trajectory |", "|---|---|---|"]
+    for name, summary in summaries.items():
+        for key, mean in summary.get("task_fields", {}).items():
+            lines.append(f"| {name} | {key} | {mean:.3f} |")
+    return lines if len(lines) > 2 else []
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The markdown report: the main table, pass@k curves and the tool-call breakdown."""
     summaries = report["benchmarks"]
@@ -82,6 +90,9 @@ def markdown(report: dict[str, Any]) -> str:
     buckets = _buckets_table(summaries)
     if buckets:
         lines += ["", "## Score by tool calls per trajectory", "", *buckets]
+    fields = _task_fields_table(summaries)
+    if fields:
+        lines += ["", "## Task fields", "", *fields]
     skipped = report.get("skipped_lines") or []
     if skipped:
         lines += [

@@ -25,6 +25,7 @@ from types import ModuleType
 TASKS: dict[str, str] = {
     "chain_calc": "verl_sod.tasks.chain_calc",
     "smollm2_text": "verl_sod.tasks.smollm2_text",
+    "bfcl": "verl_sod.tasks.bfcl",
 }
 #: the task ``make demo`` and ``python -m verl_sod.eval run --cpu`` use unless told otherwise
 DEFAULT_CPU_TASK = "chain_calc"
