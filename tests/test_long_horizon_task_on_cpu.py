@@ -72,7 +72,9 @@ def test_compact_format_keeps_h16_with_retries_to_a_few_hundred_tokens(tok):
 
 def test_default_tokenizer_is_unchanged_and_extra_tokens_are_not_special(tok):
     plain = assets.build_tokenizer()
-    assert assets._key(assets._tokenizer_key(())) == assets._key({"t": assets.CHAT_TEMPLATE, "s": assets.SPECIAL_TOKENS})
+    assert assets._key(assets._tokenizer_key(())) == assets._key(
+        {"t": assets.CHAT_TEMPLATE, "s": assets.SPECIAL_TOKENS}
+    )
     assert len(tok) == len(plain) + len(EXTRA_TOKENS)
     assert not set(EXTRA_TOKENS) & set(tok.all_special_tokens)
     with pytest.raises(ValueError, match="extra_tokens"):
@@ -85,9 +87,10 @@ def test_hermes_parses_a_compact_call_and_decoding_keeps_the_skeleton(tok):
     text = '<tool_call>\n{"name": "calc", "arguments": {"a": -12, "op": "*", "b": 3}}\n</tool_call>'
     ids = tok.encode(text)
     assert len(ids) <= 12  # skeleton pieces are single tokens
-    assert tok.decode(ids, skip_special_tokens=True).strip() == text.removeprefix("<tool_call>").removesuffix(
-        "</tool_call>"
-    ).strip()
+    assert (
+        tok.decode(ids, skip_special_tokens=True).strip()
+        == text.removeprefix("<tool_call>").removesuffix("</tool_call>").strip()
+    )
     _, calls = asyncio.run(HermesToolParser(tok).extract_tool_calls(ids))
     assert [(c.name, c.arguments) for c in calls] == [("calc", '{"a": -12, "op": "*", "b": 3}')]
 
@@ -113,7 +116,10 @@ def test_splits_are_disjoint_and_free_of_duplicates(tmp_path):
     paths = write_parquet(tmp_path, n_train=512, n_val=128, horizons=(2, 4, 8, 16))
     train = [r[1]["content"] for r in pd.read_parquet(paths["train"])["prompt"]]
     val = [r[1]["content"] for r in pd.read_parquet(paths["val"])["prompt"]]
-    sft_sets = [set(_questions(fn(256, 0))) for fn in (fault_conversations, clean_conversations, student_conversations)]
+    sft_sets = [
+        set(_questions(fn(256, 0)))
+        for fn in (fault_conversations, clean_conversations, student_conversations)
+    ]
     assert len(set(train)) == len(train) and len(set(val)) == len(val)
     assert not set(train) & set(val)
     for questions in sft_sets:
@@ -125,7 +131,9 @@ def test_rows_carry_the_tool_kwargs(tmp_path):
     row = pd.read_parquet(paths["train"]).iloc[0]
     assert row["data_source"] == DATA_SOURCE and row["agent_name"] == "sod_tool_agent"
     kwargs = row["extra_info"]["tools_kwargs"]["calc"]["create_kwargs"]
-    assert kwargs["horizon"] == 8 and kwargs["p_flaky"] == pytest.approx(0.1) and int(kwargs["problem_id"]) > 0
+    assert (
+        kwargs["horizon"] == 8 and kwargs["p_flaky"] == pytest.approx(0.1) and int(kwargs["problem_id"]) > 0
+    )
     assert row["extra_info"]["fault_mode"] == "random"
 
 
@@ -135,7 +143,10 @@ def test_task_shape_and_launch_overrides():
     inputs = {"student": "S", "train": "T", "val": "V", "horizon": "16"}
     out = launch_overrides(inputs)
     b = budgets(16)
-    assert "task=long_horizon" in out and f"actor_rollout_ref.rollout.multi_turn.tool_config_path={TOOL_CONFIG}" in out
+    assert (
+        "task=long_horizon" in out
+        and f"actor_rollout_ref.rollout.multi_turn.tool_config_path={TOOL_CONFIG}" in out
+    )
     assert f"data.max_response_length={b.max_response_length}" in out
     assert f"actor_rollout_ref.rollout.multi_turn.max_assistant_turns={b.max_assistant_turns}" in out
     assert Path(TOOL_CONFIG).is_file()
