@@ -97,7 +97,7 @@ def test_hermes_parses_a_compact_call_and_decoding_keeps_the_skeleton(tok):
 
 def test_failed_calls_are_masked_from_the_sft_loss(tok):
     problem = make_problems(1, seed=1, horizons=(4,))[0]
-    msgs, session = scripted_trajectory(problem, FaultConfig(probe_call=1, probe_kind="busy"))
+    msgs, _ = scripted_trajectory(problem, FaultConfig(probe_call=1, probe_kind="busy"))
     ids, weights = sft.encode_trajectory(tok, msgs, [TOOL_SCHEMA])
     masked = [m for m in msgs if m.get("train") is False]
     assert len(masked) == 1
