@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from verl_sod.tasks.long_horizon.env import (
-    BAD_ARGS,
     OBSERVATION,
     CalcSession,
     FaultConfig,
@@ -211,4 +210,4 @@ def write_parquet(
     return paths
 
 
-__all__ = ["BAD_ARGS", "DATA_SOURCE", "compute_score", "final_answer", "scripted_trajectory", "write_parquet"]
+__all__ = ["DATA_SOURCE", "compute_score", "final_answer", "scripted_trajectory", "write_parquet"]
