@@ -127,24 +127,26 @@ def solve(
 def rollout_stats(
     model_dir: str | Path, problems: list[Problem], faults: FaultConfig, max_turns: int
 ) -> dict:
-    """Greedy success rate and, under faults, the share of visible faults recovered from."""
+    """Greedy success rate; the share of injected visible faults (busy / time-out) recovered from
+    (their call index later got a good result); and the same over all visible failed calls, the
+    model's own stale operands and bad arguments included."""
     from transformers import AutoModelForCausalLM
-
-    from verl_sod.tasks.long_horizon.env import summarize
 
     tok = tokenizer()
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    wins = faulted = recovered = 0
+    wins, injected, visible = 0.0, [], []
     for p in problems:
         text, session = solve(model, tok, p, faults, max_turns)
         wins += compute_score("", text, p.answer)["score"]
-        counters = summarize(session.calls, p.horizon)
-        faulted += counters["failed_calls"]
-        recovered += counters["recovered_faults"]
+        ok_at = {c["k"] for c in session.calls if c["status"] == "ok"}
+        injected += [c["k"] in ok_at for c in session.calls if c["fault"] in (BUSY, TIMEOUT)]
+        visible += [c["k"] in ok_at for c in session.calls if c["status"] != "ok"]
     return {
         "success": wins / len(problems),
-        "visible_faults": faulted,
-        "recovered": recovered / faulted if faulted else None,
+        "injected_faults": len(injected),
+        "injected_recovered": sum(injected) / len(injected) if injected else None,
+        "visible_failures": len(visible),
+        "visible_recovered": sum(visible) / len(visible) if visible else None,
     }
 
 
