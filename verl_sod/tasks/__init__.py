@@ -26,6 +26,7 @@ TASKS: dict[str, str] = {
     "chain_calc": "verl_sod.tasks.chain_calc",
     "smollm2_text": "verl_sod.tasks.smollm2_text",
     "bfcl": "verl_sod.tasks.bfcl",
+    "long_horizon": "verl_sod.tasks.long_horizon",
 }
 #: the task ``make demo`` and ``python -m verl_sod.eval run --cpu`` use unless told otherwise
 DEFAULT_CPU_TASK = "chain_calc"
