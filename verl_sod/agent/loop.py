@@ -55,7 +55,7 @@ TOOL_STATUS_KEY = "status"
 _STATUS_TO_OUTCOME = {"ok": OUTCOME_OK, "error": OUTCOME_ERROR, "sandbox_error": OUTCOME_ERROR}
 
 
-class _CallRejectedError(Exception):
+class CallRejectedError(Exception):
     """A tool call refused before it reaches the tool; the message is the observation text."""
 
 
@@ -208,7 +208,7 @@ class SODToolAgentLoop(ToolAgentLoop):
         name = tool_call.name
         try:
             tool_call = self._validated_call(tool_call, agent_data)
-        except _CallRejectedError as rejected:
+        except CallRejectedError as rejected:
             self._trace.record(name, OUTCOME_ERROR, format_error=True, detail=str(rejected))
             return ToolResponse(text=str(rejected)), 0.0, {TOOL_STATUS_KEY: "error"}
         clock = ToolCallClock(self.tool_timeout_s)  # runs while the tool works, not while it queues
@@ -230,23 +230,23 @@ class SODToolAgentLoop(ToolAgentLoop):
         return response, reward, metrics
 
     def _validated_call(self, tool_call: FunctionCall, agent_data: AgentData) -> FunctionCall:
-        """The call with its arguments normalised to a JSON object, or :class:`_CallRejectedError`."""
+        """The call with its arguments normalised to a JSON object, or :class:`CallRejectedError`."""
         active = getattr(agent_data, "_active_tools", self.tools)
         if tool_call.name == MALFORMED_TOOL_NAME:
             reason = json.loads(tool_call.arguments).get("reason", "unparseable tool call")
-            raise _CallRejectedError(
+            raise CallRejectedError(
                 f"Error: malformed tool call: {reason}. Write "
                 '<tool_call>{"name": <tool name>, "arguments": {...}}</tool_call>.'
             )
         if tool_call.name not in active:
-            raise _CallRejectedError(
+            raise CallRejectedError(
                 f"Error: unknown tool '{tool_call.name}'. Available tools: {sorted(active)}."
             )
-        args = _decode_arguments(tool_call)
+        args = decode_arguments(tool_call)
         required = active[tool_call.name].tool_schema.function.parameters.required or []
         missing = [key for key in required if key not in args]
         if missing:
-            raise _CallRejectedError(
+            raise CallRejectedError(
                 f"Error: the call to '{tool_call.name}' is missing required argument(s): {missing}."
             )
         return FunctionCall(
@@ -270,18 +270,18 @@ def _timing(clock: ToolCallClock) -> dict[str, float]:
     return {"queue_s": round(clock.queue_s, 6), "active_s": round(clock.active_s, 6)}
 
 
-def _decode_arguments(tool_call: FunctionCall) -> dict[str, Any]:
+def decode_arguments(tool_call: FunctionCall) -> dict[str, Any]:
     """Arguments as a dict; a JSON string holding a JSON object is accepted too."""
     try:
         args = json.loads(tool_call.arguments)
         if isinstance(args, str):
             args = json.loads(args)
     except (json.JSONDecodeError, TypeError) as exc:
-        raise _CallRejectedError(
+        raise CallRejectedError(
             f"Error: the arguments of '{tool_call.name}' are not valid JSON: {exc}."
         ) from None
     if not isinstance(args, dict):
-        raise _CallRejectedError(
+        raise CallRejectedError(
             f"Error: the arguments of '{tool_call.name}' must be a JSON object, got {type(args).__name__}."
         )
     return args

@@ -36,7 +36,7 @@ from verl.experimental.agent_loop.tool_agent_loop import AgentData, AgentState
 from verl.experimental.agent_loop.tool_parser import FunctionCall
 from verl.tools.schemas import ToolResponse
 
-from verl_sod.agent.loop import TOOL_STATUS_KEY, SODToolAgentLoop, _CallRejectedError, _decode_arguments
+from verl_sod.agent.loop import TOOL_STATUS_KEY, CallRejectedError, SODToolAgentLoop, decode_arguments
 from verl_sod.agent.parser import MALFORMED_TOOL_NAME
 from verl_sod.agent.trace import OUTCOME_ERROR, OUTCOME_OK
 from verl_sod.tasks.bfcl.data import AGENT_NAME
@@ -134,12 +134,12 @@ class BFCLAgentLoop(SODToolAgentLoop):
         try:
             if name == MALFORMED_TOOL_NAME:
                 reason = json.loads(tool_call.arguments).get("reason", "unparseable tool call")
-                raise _CallRejectedError(
+                raise CallRejectedError(
                     f"Error: malformed tool call: {reason}. Write "
                     '<tool_call>{"name": <function name>, "arguments": {...}}</tool_call>.'
                 )
-            args = _decode_arguments(tool_call)
-        except _CallRejectedError as rejected:
+            args = decode_arguments(tool_call)
+        except CallRejectedError as rejected:
             self._trace.record(name, OUTCOME_ERROR, format_error=True, detail=str(rejected))
             return ToolResponse(text=str(rejected)), 0.0, {TOOL_STATUS_KEY: "error"}
         result = self._episode.execute(Call(name, args))

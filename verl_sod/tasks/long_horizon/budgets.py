@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from verl_sod.tasks.long_horizon.env import OBSERVATION, Problem, retry_budget
-from verl_sod.tasks.long_horizon.task import TOOL_SCHEMA, _call, prompt_messages
+from verl_sod.tasks.long_horizon.task import TOOL_SCHEMA, call_message, prompt_messages
 
 _LONGEST = -20  # the longest value the problems produce (VALUE_RANGE)
 
@@ -40,9 +40,9 @@ def worst_messages(horizon: int, failures: int) -> list[dict[str, Any]]:
     longest_error = max(OBSERVATION.values(), key=len)
     messages: list[dict[str, Any]] = prompt_messages(worst_problem(horizon))
     for _ in range(failures):
-        messages += [_call(_LONGEST, "*", 9, train=False), {"role": "tool", "content": longest_error}]
+        messages += [call_message(_LONGEST, "*", 9, train=False), {"role": "tool", "content": longest_error}]
     for _ in range(horizon):
-        messages += [_call(_LONGEST, "*", 9), {"role": "tool", "content": str(_LONGEST)}]
+        messages += [call_message(_LONGEST, "*", 9), {"role": "tool", "content": str(_LONGEST)}]
     return [*messages, {"role": "assistant", "content": f"\\boxed{{{_LONGEST}}}"}]
 
 

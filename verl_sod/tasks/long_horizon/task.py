@@ -80,7 +80,7 @@ def prompt_messages(problem: Problem) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": problem.question}]
 
 
-def _call(a: int, op: str, b: int, train: bool = True) -> dict[str, Any]:
+def call_message(a: int, op: str, b: int, train: bool = True) -> dict[str, Any]:
     args = {"a": a, "op": op, "b": b}
     msg: dict[str, Any] = {
         "role": "assistant",
@@ -114,7 +114,7 @@ def scripted_trajectory(
         result = session.call({"a": a, "op": op, "b": x})
         failed = result.status != "ok"
         failures += failed
-        messages.append(_call(a, op, x, train=not failed))
+        messages.append(call_message(a, op, x, train=not failed))
         messages.append({"role": "tool", "content": result.text})
     messages.append({"role": "assistant", "content": f"\\boxed{{{session.last}}}"})
     return messages, session
