@@ -50,6 +50,7 @@ def test_clean_session_chains_and_rejects_stale_operands():
     counters = summarize(s.calls, P.horizon)
     assert counters["completed"] == 1 and counters["failed_calls"] == 3 and counters["recovered_faults"] == 3
     assert counters["stale_operand"] == 1 and counters["bad_args"] == 2 and counters["first_fault_call"] == 1
+    assert counters["recovered"] == 1 and counters["cascade_length"] == 2  # the two bad_args in a row
 
 
 def test_misread_right_operand_fails_silently():
@@ -82,6 +83,7 @@ def test_corruption_is_silent_and_cascades():
     assert _ok(s, 12, "*", 3).fault == "stale_operand"
     counters = summarize(s.calls, P.horizon)
     assert counters["corrupt"] == 1 and counters["failed_calls"] == 1 and counters["faults"] == 2
+    assert counters["recovered"] == 0 and counters["cascade_length"] == 1  # the stale call was never fixed
 
 
 def test_fault_schedule_is_seeded_by_problem_call_and_attempt():

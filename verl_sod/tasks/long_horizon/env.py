@@ -243,6 +243,15 @@ def _parse(args: Any) -> tuple[int, str, int] | None:
     return a, op, b
 
 
+def _longest_failed_run(calls: list[dict[str, Any]]) -> int:
+    """The longest run of consecutive visibly failed calls, in call order."""
+    best = run = 0
+    for c in calls:
+        run = run + 1 if c["fault"] in VISIBLE else 0
+        best = max(best, run)
+    return best
+
+
 def summarize(calls: list[dict[str, Any]], horizon: int) -> dict[str, int]:
     """Per-trajectory fault counters from a session's call records (numeric, for reward extra info)."""
     faults = [c for c in calls if c["fault"] != FAULT_NONE]
@@ -258,6 +267,10 @@ def summarize(calls: list[dict[str, Any]], horizon: int) -> dict[str, int]:
         "first_fault_call": faults[0]["k"] if faults else -1,
         "first_fault_kind": FAULT_CODES[faults[0]["fault"]] if faults else 0,
         "completed": int(len(ok_at) >= horizon),
+        # 1 when the trajectory had a visible failure and every failed call index later got a good
+        # result; 0 otherwise (also without any visible failure: read it together with failed_calls)
+        "recovered": int(bool(visible) and all(c["k"] in ok_at for c in visible)),
+        "cascade_length": _longest_failed_run(calls),
     }
     out.update(
         {label: sum(c["fault"] == label for c in calls) for label in FAULT_CODES if label != FAULT_NONE}
