@@ -136,6 +136,19 @@ def test_launcher_import_registers_the_sod_loss(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
+@pytest.mark.parametrize("first", ["verl_sod.config", "verl_sod.presets", "verl_sod.train"])
+def test_every_config_entry_point_leaves_the_sod_loss_registered(first):
+    """A fresh interpreter whose first verl_sod import is ``first`` still has verl's `sod` loss."""
+    code = (
+        f"import importlib; importlib.import_module({first!r}); "
+        "import verl_sod.presets as p; p.compose('sod'); "
+        "from verl.trainer.distillation.losses import get_distillation_loss_fn as g; "
+        "g('sod'); print('REGISTERED')"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert "REGISTERED" in proc.stdout, proc.stderr[-2000:]
+
+
 def test_launcher_rejects_an_unknown_preset_before_starting_anything():
     proc = _launch("preset=ppo2")
     assert proc.returncode != 0

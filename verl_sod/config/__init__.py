@@ -16,7 +16,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import verl  # noqa: F401  (first: see below)
 from hydra.core.config_store import ConfigStore
+
+# verl is imported before the SOD config class: verl's plugin entry point imports verl_sod.register,
+# whose `sod` loss imports that class. Importing the class first would import verl while the class's
+# module is half-initialised; verl logs the plugin failure at DEBUG only and runs without `sod`.
 
 SOD_LOSS_GROUP = "sod_loss"
 SOD_LOSS_NODE = "defaults"
