@@ -24,6 +24,7 @@ from types import ModuleType
 #: task name -> module implementing it
 TASKS: dict[str, str] = {
     "chain_calc": "verl_sod.tasks.chain_calc",
+    "long_horizon": "verl_sod.tasks.long_horizon",
 }
 #: the task ``make demo`` and ``python -m verl_sod.eval run --cpu`` use unless told otherwise
 DEFAULT_CPU_TASK = "chain_calc"

@@ -9,6 +9,11 @@ keep prompts short for byte-level tiny models: the tool list is one line per too
 (``name(args): description``) instead of the JSON schemas, and consecutive tool messages get a
 turn each instead of sharing one.
 
+``extra_tokens`` (optional) adds *non-special* tokens for a task's fixed format strings (a tool call's
+JSON skeleton, role headers): each becomes one token, yet survives ``skip_special_tokens`` decoding,
+so verl's parsers and rewards see the same text. Without them the tokenizer and its cache key are
+exactly the default ones.
+
 Assets live in a cache directory keyed by their spec, so a second call is free.
 """
 
@@ -83,12 +88,23 @@ def _key(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def build_tokenizer(out_dir: Path | None = None):
-    """Save (once) and return the byte-level chat tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def _tokenizer_key(extra_tokens: tuple[str, ...]) -> dict:
+    payload: dict = {"t": CHAT_TEMPLATE, "s": SPECIAL_TOKENS}
+    if extra_tokens:  # the default tokenizer keeps its historical key
+        payload["x"] = list(extra_tokens)
+    return payload
+
+
+def build_tokenizer(out_dir: Path | None = None, extra_tokens: tuple[str, ...] = ()):
+    """Save (once) and return the byte-level chat tokenizer, plus non-special ``extra_tokens``."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    out_dir = Path(out_dir or cache_root() / f"tokenizer-{_key({'t': CHAT_TEMPLATE, 's': SPECIAL_TOKENS})}")
+    extra_tokens = tuple(extra_tokens)
+    bad = [t for t in extra_tokens if not t or t in SPECIAL_TOKENS or extra_tokens.count(t) > 1]
+    if bad:
+        raise ValueError(f"extra_tokens must be distinct, non-empty and not special tokens; got {bad!r}")
+    out_dir = Path(out_dir or cache_root() / f"tokenizer-{_key(_tokenizer_key(extra_tokens))}")
     if (out_dir / "tokenizer.json").exists():
         return PreTrainedTokenizerFast.from_pretrained(out_dir)
     alphabet = pre_tokenizers.ByteLevel.alphabet()
@@ -103,18 +119,21 @@ def build_tokenizer(out_dir: Path | None = None):
         additional_special_tokens=SPECIAL_TOKENS[1:],
     )
     tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[1:]})
+    if extra_tokens:
+        tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in extra_tokens])
     tok.chat_template = CHAT_TEMPLATE
     tok.save_pretrained(out_dir)
     return PreTrainedTokenizerFast.from_pretrained(out_dir)
 
 
-def build_model(spec: TinyModelSpec, out_dir: Path | None = None) -> Path:
+def build_model(spec: TinyModelSpec, out_dir: Path | None = None, extra_tokens: tuple[str, ...] = ()) -> Path:
     """Save (once) a randomly initialised tiny Qwen3 model sharing the chat tokenizer; return its dir."""
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    tok = build_tokenizer()
-    out_dir = Path(out_dir or cache_root() / f"qwen3-tiny-{_key({**asdict(spec), 'v': len(tok)})}")
+    tok = build_tokenizer(extra_tokens=extra_tokens)
+    key = {**asdict(spec), "v": len(tok), **({"x": list(extra_tokens)} if extra_tokens else {})}
+    out_dir = Path(out_dir or cache_root() / f"qwen3-tiny-{_key(key)}")
     if (out_dir / "config.json").exists():
         return out_dir
     config = Qwen3Config(

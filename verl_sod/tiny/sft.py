@@ -5,7 +5,9 @@ when the reward varies, so before any verl run each CPU task (``verl_sod.tasks``
 teacher and a weak student with :func:`train` on conversations it supplies.
 
 Loss is next-token cross-entropy on assistant tokens only (tool calls, the final answer and the
-closing ``<|im_end|>``); system, user and tool-response tokens are context. Results are cached under
+closing ``<|im_end|>``); system, user and tool-response tokens are context, and so is an assistant
+message marked ``"train": False`` (e.g. a failed tool call the model should not imitate, while the
+recovery after it is supervised). Results are cached under
 :func:`verl_sod.tiny.assets.cache_root`, keyed by everything that shapes them (the spec and a
 rendered sample conversation), so a change of task text, tool schema or chat template retrains.
 """
@@ -42,13 +44,14 @@ class SFTSpec:
 def encode_trajectory(
     tok: Any, messages: list[dict[str, Any]], tools: list[dict], content_weight: float = 1.0
 ) -> tuple[list[int], list[float]]:
-    """Token ids of the rendered conversation and loss weights: 0 outside assistant turns, 1 on
-    assistant format tokens, ``content_weight`` on assistant digits and operators."""
+    """Token ids of the rendered conversation and loss weights: 0 outside assistant turns and on
+    assistant messages with ``"train": False``, 1 on assistant format tokens, ``content_weight`` on
+    assistant digits and operators."""
     ids = tok.encode(tok.apply_chat_template(messages, tools=tools, tokenize=False))
     weights = [0.0] * len(ids)
     content_ids = {tok.convert_tokens_to_ids(c) for c in CONTENT_CHARS}
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or message.get("train") is False:
             continue
         prefix = tok.apply_chat_template(
             messages[:i], tools=tools, tokenize=False, add_generation_prompt=True
@@ -94,23 +97,32 @@ def train(
     conversations: Callable[[int, int], list[list[dict[str, Any]]]],
     tools: list[dict],
     log_every: int = 50,
+    extra_tokens: tuple[str, ...] = (),
+    n_conversations: int = 512,
 ) -> Path:
     """Fine-tune ``spec.model`` (cached) on ``conversations(n, seed)``; return the saved model dir.
 
     ``conversations(n, seed)`` returns ``n`` deterministic training conversations (OpenAI messages
-    with ``tool_calls``); 512 are drawn with ``spec.seed`` and one with seed 0 keys the cache.
+    with ``tool_calls``); ``n_conversations`` are drawn with ``spec.seed`` and one with seed 0 keys
+    the cache. ``extra_tokens`` selects the tokenizer variant of :func:`assets.build_tokenizer`.
     """
     from transformers import AutoModelForCausalLM
 
-    sample = assets.build_tokenizer().apply_chat_template(conversations(1, 0)[0], tools=tools, tokenize=False)
-    key = assets._key({"sft": asdict(spec), "sample": sample})
-    out = assets.cache_root() / f"sft-{name}-{key}"
+    tok = assets.build_tokenizer(extra_tokens=extra_tokens)
+    sample = tok.apply_chat_template(conversations(1, 0)[0], tools=tools, tokenize=False)
+    payload: dict[str, Any] = {"sft": asdict(spec), "sample": sample}
+    if extra_tokens or n_conversations != 512:  # keeps the historical keys of the default setup
+        payload.update(x=list(extra_tokens), n=n_conversations)
+    out = assets.cache_root() / f"sft-{name}-{assets._key(payload)}"
     if (out / "config.json").exists():
         return out
-    tok = assets.build_tokenizer()
-    examples = [encode_trajectory(tok, c, tools, spec.content_weight) for c in conversations(512, spec.seed)]
+    examples = [
+        encode_trajectory(tok, c, tools, spec.content_weight)
+        for c in conversations(n_conversations, spec.seed)
+    ]
     torch.manual_seed(spec.seed)
-    model = AutoModelForCausalLM.from_pretrained(assets.build_model(spec.model), dtype=torch.float32)
+    model_dir = assets.build_model(spec.model, extra_tokens=extra_tokens)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()
     optim = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / 20))

@@ -36,8 +36,8 @@ STUDENT_SFT = sft.SFTSpec(assets.STUDENT, steps=440)
 
 
 def conversations(n: int, seed: int) -> list[list[dict[str, Any]]]:
-    """``n`` correct tool trajectories (the SFT data of both models)."""
-    return [correct_trajectory(p) for p in make_problems(n, seed=seed)]
+    """``n`` correct tool trajectories of the ``sft`` split (the SFT data of both models)."""
+    return [correct_trajectory(p) for p in make_problems(n, seed=seed, split="sft")]
 
 
 def prepare_models() -> tuple[Path, Path]:
@@ -108,7 +108,7 @@ def rollout_accuracy(
 if __name__ == "__main__":
     t0 = time.time()
     student_dir, teacher_dir = prepare_models()
-    held_out = make_problems(40, seed=99)
+    held_out = make_problems(40, seed=99, split="val")
     report = {
         "teacher_greedy": rollout_accuracy(teacher_dir, held_out),
         "student_greedy": rollout_accuracy(student_dir, held_out),

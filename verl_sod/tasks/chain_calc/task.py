@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from verl_sod.tasks.splits import draw_unique
+
 DATA_SOURCE = "verl_sod/chain_calc"
 SYSTEM_PROMPT = "Use calc for every step. End with \\boxed{answer}."
 _OPS = ("+", "-", "*")
@@ -49,17 +51,22 @@ class Problem:
         return self.intermediate()[-1]
 
 
-def make_problems(n: int, seed: int, min_ops: int = 2, max_ops: int = 2) -> list[Problem]:
-    """``n`` deterministic problems with small operands and intermediate values in [-20, 99]."""
-    rng = random.Random(seed)
-    problems: list[Problem] = []
-    while len(problems) < n:
+def _draw(rng: random.Random, min_ops: int, max_ops: int) -> Problem:
+    while True:
         start = rng.randint(1, 9)
         ops = tuple((rng.choice(_OPS), rng.randint(1, 9)) for _ in range(rng.randint(min_ops, max_ops)))
         problem = Problem(start, ops)
         if all(-20 <= v <= 99 for v in problem.intermediate()):
-            problems.append(problem)
-    return problems
+            return problem
+
+
+def make_problems(
+    n: int, seed: int, min_ops: int = 2, max_ops: int = 2, split: str | None = None
+) -> list[Problem]:
+    """``n`` distinct deterministic problems with small operands and intermediate values in [-20, 99],
+    all of ``split`` (``sft`` / ``train`` / ``val``: disjoint hash buckets of the question, so the
+    splits never share a problem whatever the seeds; None: any)."""
+    return draw_unique(lambda rng: _draw(rng, min_ops, max_ops), lambda p: p.question, n, seed, split)
 
 
 def prompt_messages(problem: Problem) -> list[dict[str, str]]:
@@ -114,14 +121,15 @@ def _row(problem: Problem, index: int, split: str) -> dict[str, Any]:
 
 
 def write_parquet(out_dir: str | Path, n_train: int = 256, n_val: int = 32, seed: int = 0) -> dict[str, str]:
-    """``train.parquet`` and ``val.parquet`` in verl's RL format; returns their paths."""
+    """``train.parquet`` and ``val.parquet`` in verl's RL format (disjoint from each other and from
+    the SFT problems, no duplicates); returns their paths."""
     import pandas as pd
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    problems = make_problems(n_train + n_val, seed=seed + 1000)
     paths = {}
-    for split, chunk in (("train", problems[:n_train]), ("val", problems[n_train:])):
+    for split, n in (("train", n_train), ("val", n_val)):
+        chunk = make_problems(n, seed=seed + 1000, split=split)
         path = out / f"{split}.parquet"
         pd.DataFrame([_row(p, i, split) for i, p in enumerate(chunk)]).to_parquet(path)
         paths[split] = str(path)

@@ -1,0 +1,56 @@
+"""The long-horizon calculator task: H chained ``calc`` calls on a stateful tool with injected faults.
+
+The task shape of :mod:`verl_sod.tasks`: the environment (problems, fault schedule, tool session)
+in :mod:`.env`, the verl ``BaseTool`` in :mod:`.tool` (``verl_sod/config/tools/long_horizon.yaml``),
+prompts, reward and parquet rows in :mod:`.task`, derived budgets in :mod:`.budgets`, the SFT'd
+tiny models in :mod:`.models`; the config group option ``task=long_horizon`` is
+``verl_sod/config/task/long_horizon.yaml``. docs/long-horizon.md describes it all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from verl_sod.tasks.long_horizon.env import FaultConfig
+from verl_sod.tasks.long_horizon.task import DATA_SOURCE, compute_score, final_answer, write_parquet
+
+NAME = "long_horizon"
+TOOL_CONFIG = str(Path(__file__).resolve().parents[2] / "config" / "tools" / "long_horizon.yaml")
+#: the fault rates of a default run (per call: busy, time-out, silent corruption)
+DEFAULT_FAULTS = FaultConfig(p_flaky=0.08, p_timeout=0.04, p_corrupt=0.02)
+__all__ = ["DATA_SOURCE", "NAME", "compute_score", "final_answer", "launch_overrides", "prepare_inputs"]
+
+
+def prepare_inputs(
+    data_dir: str | Path,
+    n_val: int = 32,
+    n_train: int = 1024,
+    horizons: tuple[int, ...] = (8,),
+    faults: FaultConfig = DEFAULT_FAULTS,
+    val_faults: FaultConfig | None = None,
+) -> dict[str, str]:
+    """SFT'd student and teachers (cached) and the task's parquet files (H = 8 with faults by default)."""
+    from verl_sod.tasks.long_horizon.models import prepare_models
+
+    models = {k: str(v) for k, v in prepare_models().items()}
+    paths = write_parquet(
+        data_dir, n_train=n_train, n_val=n_val, horizons=horizons, faults=faults, val_faults=val_faults
+    )
+    return {**models, **paths, "horizon": str(max(horizons))}
+
+
+def launch_overrides(inputs: dict[str, str]) -> list[str]:
+    """``task=long_horizon``, the student, the data, the tool config and budgets for the data's largest H."""
+    from verl_sod.tasks.long_horizon.budgets import budgets
+
+    b = budgets(int(inputs.get("horizon", 8)))
+    return [
+        f"task={NAME}",
+        f"actor_rollout_ref.model.path={inputs['student']}",
+        f"data.train_files={inputs['train']}",
+        f"data.val_files={inputs['val']}",
+        f"actor_rollout_ref.rollout.multi_turn.tool_config_path={TOOL_CONFIG}",
+        f"data.max_prompt_length={b.max_prompt_length}",
+        f"data.max_response_length={b.max_response_length}",
+        f"actor_rollout_ref.rollout.multi_turn.max_assistant_turns={b.max_assistant_turns}",
+    ]
