@@ -34,10 +34,13 @@ from verl_sod.agent.parser import MALFORMED_TOOL_NAME, LenientHermesParser
 from verl_sod.agent.trace import TrajectoryTrace, consistent, step_ids_from_runs
 from verl_sod.fields import (
     AGENT_EXTRA_KEY,
+    FAULT_NONE,
     OUTCOME_CODES,
     OUTCOME_ERROR,
     OUTCOME_OK,
     OUTCOME_TIMEOUT,
+    STEP_FAULTS_KEY,
+    TOOL_FAULT_KEY,
     TOOL_STATS_FIELDS,
 )
 
@@ -87,6 +90,7 @@ class SODToolAgentLoop(ToolAgentLoop):
             "recovered": bool(stats["recovered"]),
             "num_steps": len(trace.turn_tokens),
             "step_tool_outcomes": outcomes,
+            STEP_FAULTS_KEY: trace.step_faults(len(trace.turn_tokens)),
             "tool_call_log": [vars(call) for call in trace.calls],
             "step_ids_source": source,
         }
@@ -152,7 +156,8 @@ class SODToolAgentLoop(ToolAgentLoop):
             self._trace.record(name, OUTCOME_ERROR, detail=text)
             return ToolResponse(text=text), 0.0, {TOOL_STATUS_KEY: "error"}
         outcome = classify_outcome(name, response, metrics)
-        self._trace.record(name, outcome, detail="" if outcome == OUTCOME_OK else (response.text or ""))
+        detail = "" if outcome == OUTCOME_OK else (response.text or "")
+        self._trace.record(name, outcome, detail=detail, fault=tool_fault(metrics))
         return response, reward, metrics
 
     def _validated_call(self, tool_call: FunctionCall, agent_data: AgentData) -> FunctionCall:
@@ -197,6 +202,12 @@ def _decode_arguments(tool_call: FunctionCall) -> dict[str, Any]:
             f"Error: the arguments of '{tool_call.name}' must be a JSON object, got {type(args).__name__}."
         )
     return args
+
+
+def tool_fault(metrics: Any) -> str:
+    """The fault label a tool reported in its metrics (key ``fault``), ``none`` when it reports none."""
+    fault = metrics.get(TOOL_FAULT_KEY) if isinstance(metrics, dict) else None
+    return str(fault) if fault else FAULT_NONE
 
 
 def classify_outcome(name: str, response: ToolResponse, metrics: Any) -> str:

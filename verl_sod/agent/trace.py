@@ -29,6 +29,7 @@ from typing import Any
 
 from verl_sod.fields import (
     FAILED_OUTCOMES,
+    FAULT_NONE,
     OUTCOME_CODES,
     OUTCOME_ERROR,
     OUTCOME_NONE,
@@ -53,6 +54,7 @@ class ToolCallRecord:
     outcome: str
     format_error: bool = False
     detail: str = ""
+    fault: str = FAULT_NONE  # the tool's own fault label (metrics key ``fault``), if it reports one
 
     @property
     def failed(self) -> bool:
@@ -137,8 +139,19 @@ class TrajectoryTrace:
             self.committed = self._staged_steps
         self._staged_mask, self._staged_steps = None, []
 
-    def record(self, name: str, outcome: str, format_error: bool = False, detail: str = "") -> None:
-        self.calls.append(ToolCallRecord(self.current_step, name, outcome, format_error, detail[:200]))
+    def record(
+        self, name: str, outcome: str, format_error: bool = False, detail: str = "", fault: str = FAULT_NONE
+    ) -> None:
+        call = ToolCallRecord(self.current_step, name, outcome, format_error, detail[:200], str(fault))
+        self.calls.append(call)
+
+    def step_faults(self, num_steps: int) -> list[str]:
+        """Fault label of each step: its first call's label other than ``none``, else ``none``."""
+        out = [FAULT_NONE] * num_steps
+        for call in self.calls:
+            if 0 <= call.step < num_steps and out[call.step] == FAULT_NONE:
+                out[call.step] = call.fault
+        return out
 
     def step_outcomes(self, num_steps: int) -> list[str]:
         """Outcome of each step's tool call(s): the most severe one, ``none`` without a call."""

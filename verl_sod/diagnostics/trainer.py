@@ -9,6 +9,9 @@ it fetches a sample of them and writes :mod:`verl_sod.diagnostics.records` to
 Records are on when ``distillation.distillation_loss.loss_mode=sod`` and ``sod_records_per_step``
 > 0. The cost is logged per step as ``timing_s/sod_records`` (fetch + weights + write, in the
 driver, after the update and outside the workers) and the count as ``sod_records/trajectories``.
+The agent metrics of the recorded sample (success by horizon with / without faults, per fault type
+P(next call ok) and P(success), cascade lengths, d on all vs content tokens by step type;
+:func:`verl_sod.diagnostics.records.record_metrics`) are logged as ``sod_records/agent/*``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from verl_sod.diagnostics.records import (
     AGENT_FIELDS,
     REQUIRED_FIELDS,
     build_records,
+    record_metrics,
     records_file,
     sample_keys,
     write_records,
@@ -66,6 +70,7 @@ class SODRecordsTrainer(PPOTrainerSync):
     """verl's ``sync`` trainer that also writes per-step SOD records (see the module docstring)."""
 
     _agent_fields_missing: bool = False
+    _sod_record_metrics: dict = {}  # noqa: RUF012  (replaced, never mutated)
 
     def step(self, metrics: dict, timing_raw: dict) -> Any:
         batch = super().step(metrics, timing_raw)
@@ -73,6 +78,7 @@ class SODRecordsTrainer(PPOTrainerSync):
         if settings is not None:
             t0 = time.perf_counter()
             metrics["sod_records/trajectories"] = self._write_sod_records(batch, settings)
+            metrics.update(self._sod_record_metrics)
             metrics["timing_s/sod_records"] = time.perf_counter() - t0
         return batch
 
@@ -93,9 +99,13 @@ class SODRecordsTrainer(PPOTrainerSync):
         tags = zip(batch.keys, batch.tags, strict=True)
         real = [key for key, tag in tags if not tag.get("is_padding", False)]
         chosen = [real[i] for i in sample_keys(real, settings.per_step, self.global_steps)]
+        self._sod_record_metrics = {}
         if not chosen:
             return 0
         data = self._fetch(batch, chosen, settings)
-        records = build_records(settings.loss_config, data, chosen, self.global_steps)
+        records = build_records(
+            settings.loss_config, data, chosen, self.global_steps, tokenizer=self.tokenizer
+        )
         write_records(records, records_file(settings.directory, self.global_steps))
+        self._sod_record_metrics = record_metrics(records)
         return len(records)
