@@ -115,6 +115,14 @@ def test_launcher_prints_a_composed_preset():
     assert "clip_ratio_high: 0.28" in proc.stdout and "adv_estimator: grpo" in proc.stdout
 
 
+def test_launcher_composes_the_sod_loss_node_from_any_directory(tmp_path):
+    """preset/sod.yaml composes ``sod_loss/defaults`` from hydra's ConfigStore, which the launcher fills."""
+    cmd = [sys.executable, "-m", "verl_sod.train", "preset=sod", "--cfg", "job"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "sod_delta: 0.2" in proc.stdout and "loss_mode: sod" in proc.stdout
+
+
 def test_launcher_rejects_an_unknown_preset_before_starting_anything():
     proc = _launch("preset=ppo2")
     assert proc.returncode != 0

@@ -19,6 +19,10 @@ import sys
 import hydra
 from omegaconf import DictConfig, open_dict
 
+# fills hydra's ConfigStore with the SOD loss node (sod_loss/defaults) that preset/sod.yaml composes;
+# hydra only imports the package itself when the search path is opened as its primary config module
+import verl_sod.config  # noqa: F401
+
 #: launcher environment that verl reads inside its Ray actors (the file logger runs in the
 #: TaskRunner actor); on a cluster joined through RAY_ADDRESS, actors do not inherit it otherwise
 FORWARDED_ENV = ("VERL_FILE_LOGGER_PATH", "VERL_FILE_LOGGER_ROOT")
