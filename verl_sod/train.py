@@ -17,6 +17,12 @@ import os
 import sys
 
 import hydra
+
+# verl first: its plugin entry point imports verl_sod.register, whose SOD loss imports the SOD config
+# class. Importing verl_sod.config first would import that class, which imports verl, which loads the
+# plugin while the class's module is half-initialised: verl logs the failure at DEBUG and goes on
+# without the `sod` loss (preflight then fails with "Unsupported loss mode: sod").
+import verl  # noqa: F401
 from omegaconf import DictConfig, open_dict
 
 # fills hydra's ConfigStore with the SOD loss node (sod_loss/defaults) that preset/sod.yaml composes;
