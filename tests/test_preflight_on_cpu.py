@@ -123,6 +123,19 @@ def test_launcher_composes_the_sod_loss_node_from_any_directory(tmp_path):
     assert "sod_delta: 0.2" in proc.stdout and "loss_mode: sod" in proc.stdout
 
 
+def test_launcher_import_registers_the_sod_loss(tmp_path):
+    """Importing the launcher must not break verl's plugin load of verl_sod.register (import order)."""
+    code = (
+        "import verl_sod.train\n"
+        "from verl.trainer.distillation.losses import DISTILLATION_LOSS_REGISTRY as R\n"
+        "assert 'sod' in R, sorted(R)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_launcher_rejects_an_unknown_preset_before_starting_anything():
     proc = _launch("preset=ppo2")
     assert proc.returncode != 0
