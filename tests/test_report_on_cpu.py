@@ -578,3 +578,5 @@ def test_event_study_cells_are_the_plain_means():
         [None, 0.1, 0.15, 0.25, 0.4, None, None]
     )
     assert [c["n"] for c in ev["not_recovered"]["d"]] == [0, 0, 1, 1, 1, 0, 0]
+    # offset 0 of the recovered: two prompt clusters -> a CI; offset -1: one cluster -> none
+    assert math.isfinite(ev["recovered"]["d"][2]["lo"]) and math.isnan(ev["recovered"]["d"][1]["lo"])

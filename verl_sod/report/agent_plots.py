@@ -101,10 +101,13 @@ def plot_success_by_horizon(summary: dict[str, Any], path: Path) -> Path:
             vals = np.array([rows[h][part]["rate"] for h in hs], dtype=float)
             bars = ax.bar(x + shift, np.nan_to_num(vals), 0.4, color=color, label=part.replace("_", " "))
             for b, h in zip(bars, hs, strict=True):
-                ax.annotate(f"n={rows[h][part]['n']}", (b.get_x() + b.get_width() / 2, b.get_height()),
-                            ha="center", va="bottom", fontsize=8)  # fmt: skip
+                r = rows[h][part]
+                text = f"{r['rate']:.2f}\nn={r['n']}" if r["n"] else "n=0"
+                ax.annotate(text, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom",
+                            fontsize=8)  # fmt: skip
         ax.set_xticks(x, [f"H = {h}" for h in hs])
-        ax.set_ylim(0, 1.1)
+        ax.set_xlim(-0.7, len(hs) - 0.3)
+        ax.set_ylim(0, 1.15)
         ax.set_ylabel("success rate")
         ax.set_title("Success by horizon, with and without faults")
         ax.legend(loc="upper right")

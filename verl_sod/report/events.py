@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from verl_sod.report.records import FAILED_OUTCOMES, Trajectory, prompt_clusters, tool_counts
-from verl_sod.report.stats import bootstrap_estimate
+from verl_sod.report.stats import Estimate, bootstrap_estimate
 
 OFFSETS = tuple(range(-2, 5))
 EVENT_VALUES = ("d", "w", "w_applied")
@@ -77,7 +77,8 @@ def event_study(
     """Mean d, w, w_applied per group and offset, 95% CIs from the cluster bootstrap.
 
     Clusters: a prompt within a training step (``cluster="prompt"``) or a trajectory. Each cell is
-    ``{"value", "lo", "hi", "n"}`` (n = steps); a cell without steps has n = 0 and nan values.
+    ``{"value", "lo", "hi", "n"}`` (n = steps); a cell without steps has n = 0 and nan values, a cell
+    whose steps all come from one cluster has no CI (nan bounds).
     """
     rows = event_rows(trajectories)
     ids = prompt_clusters(trajectories) if cluster == "prompt" else np.arange(len(trajectories))
@@ -90,6 +91,8 @@ def event_study(
                 sel = (rows.recovered == (g == 0)) & (rows.offset == o)
                 x, cl = rows.values[v][sel], ids[rows.traj[sel]]
                 est = bootstrap_estimate(lambda i, x=x: float(x[i].mean()), x.size, cl, reps, seed)
+                if np.unique(cl).size < 2:  # one cluster: resampling it says nothing about spread
+                    est = Estimate(est.value, float("nan"), float("nan"), est.n)
                 cells.append(est.to_dict())
             out[group][v] = cells
     return out
