@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from verl_sod.report.__main__ import main
+from verl_sod.report.agent import failed_cascades, fault_types, silent_steps, success_by_horizon
 from verl_sod.report.analysis import summarize
+from verl_sod.report.events import event_study
 from verl_sod.report.records import (
     ReportError,
     load_records,
@@ -27,6 +29,7 @@ from verl_sod.report.records import (
     tool_counts,
     tool_pattern,
 )
+from verl_sod.report.signal import removed_signal
 from verl_sod.report.stats import (
     Clusters,
     auroc,
@@ -40,10 +43,11 @@ from verl_sod.report.stats import (
     stratified_diff,
     stratified_permutation_p,
 )
-from verl_sod.report.synthetic import NULL_SPEC, SyntheticSpec, generate
+from verl_sod.report.synthetic import NULL_SPEC, AgentSpec, SyntheticSpec, generate, generate_agent
 
 SMALL = SyntheticSpec(train_steps=6, batch=48)
-FIGURES = ("divergence_by_k", "weights", "patterns", "tools", "correlation")
+FIGURES = ("divergence_by_k", "weights", "patterns", "tools", "correlation", "event_study", "removed_signal",
+           "success_by_horizon")  # fmt: skip
 
 # ---------------------------------------------------------------- pure statistics, table-driven
 
@@ -427,3 +431,152 @@ def test_subprocess_with_metrics_and_ablation(tmp_path):
         [sys.executable, "-m", "verl_sod.report", str(tmp_path / "nope")], capture_output=True, text=True
     )
     assert missing.returncode == 2 and "error: run directory does not exist" in missing.stderr
+
+
+# ---------------------------------------------------------------- agent metrics (long-horizon-style records)
+
+
+def _traj(outcomes, faults=None, extra=None, reward=0.0, uid="p_0_0", w=None):
+    steps = [
+        {"k": k, "tokens": 10, "d": 0.1 + 0.1 * k, "w": 1.0 if w is None else w[k], "outcome": o,
+         **({} if faults is None else {"fault": faults[k]})}
+        for k, o in enumerate(outcomes)
+    ]  # fmt: skip
+    rec = {"step": 1, "uid": uid, "reward": reward, "pattern": "stable", "tool": None, "steps": steps}
+    return parse_trajectory({**rec, "extra": extra or {}})
+
+
+CASCADE_CASES = [
+    (["ok", "ok", "none"], [], None),
+    (["error", "error", "ok", "none"], [2], None),
+    (["ok", "error", "ok", "timeout", "error", "error", "none"], [1, 3], None),
+    (["error", "none", "error", "ok"], [2], None),  # a step without a call does not end a cascade
+    (["ok", "ok", "ok", "ok", "none"], [], 3),  # silent fault (labelled, outcome ok) at step 0
+]
+
+
+@pytest.mark.parametrize(("outcomes", "runs", "silent"), CASCADE_CASES)
+def test_cascades_and_silent_steps(outcomes, runs, silent):
+    faults = ["corrupt" if silent is not None and k == 0 else "none" for k in range(len(outcomes))]
+    t = _traj(outcomes, faults)
+    assert failed_cascades(t) == runs
+    assert silent_steps(t) == (None if silent is None else len(outcomes) - 1)
+
+
+def test_fault_types_count_next_calls_and_success():
+    trajs = [
+        _traj(["error", "ok", "none"], ["busy", "none", "none"], {"success": 1.0, "horizon": 1}),
+        _traj(["error", "error", "none"], ["busy", "busy", "none"], {"success": 0.0, "horizon": 1}),
+        _traj(["ok", "timeout", "none", "ok"], ["corrupt", "timeout", "none", "none"], {"success": 0.0}),
+    ]
+    ft = fault_types(trajs, 1.0)
+    # busy: step 0 of t0 -> next ok; step 0 of t1 -> next fails; step 1 of t1 -> no later call
+    assert ft["busy"]["steps"] == 3 and ft["busy"]["no_next_call"] == 1
+    assert ft["busy"]["p_next_ok"] == {"n": 2, "rate": 0.5}
+    assert ft["busy"]["p_success"] == {"n": 2, "rate": 0.5}
+    assert ft["corrupt"]["p_next_ok"] == {"n": 1, "rate": 0.0} and ft["timeout"]["p_next_ok"]["rate"] == 1.0
+    by_h = success_by_horizon(trajs, 1.0)
+    assert by_h["1"]["faults"] == {"n": 2, "rate": 0.5} and by_h["all"]["faults"]["n"] == 1
+    unlabelled = fault_types([_traj(["error", "ok", "none"], reward=1.0)], 1.0)  # outcomes stand in
+    assert list(unlabelled) == ["error"] and unlabelled["error"]["p_success"]["rate"] == 1.0
+
+
+def test_removed_signal_of_recorded_weights_matches_a_loop():
+    from test_step_types_on_cpu import _oracle_types
+
+    rng = np.random.default_rng(0)
+    codes = {0: "none", 1: "ok", 2: "error", 3: "timeout"}
+    trajs = []
+    for i in range(40):
+        n = int(rng.integers(1, 7))
+        outcomes = [codes[int(c)] for c in rng.integers(0, 4, n)]
+        trajs.append(_traj(outcomes, uid=f"p{i}_0_0", w=[float(x) for x in rng.uniform(0, 1.2, n)]))
+    got = removed_signal(trajs)["weightings"]["divergence"]
+    removed, signal = {}, {}
+    for t in trajs:
+        types = _oracle_types([{"none": 0, "ok": 1, "error": 2, "timeout": 3}[s.outcome] for s in t.steps])
+        for s, ty in zip(t.steps, types, strict=True):
+            removed[ty] = removed.get(ty, 0.0) + (1 - s.w) * s.d * s.tokens
+            signal[ty] = signal.get(ty, 0.0) + s.d * s.tokens
+    for ty in signal:
+        assert got[ty] == pytest.approx(removed[ty] / signal[ty], rel=1e-5), ty
+    assert got["all"] == pytest.approx(sum(removed.values()) / sum(signal.values()), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def agent_report(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("agent")
+    run = generate_agent(tmp / "run", AgentSpec(), seed=3)
+    out = tmp / "out"
+    assert main([str(run), "--out", str(out), "--reps", "300"]) == 0
+    return out, json.loads((out / "summary.json").read_text())
+
+
+NEXT_OK_CASES = [("busy", 0.9), ("timeout", 0.6), ("stale_operand", 0.3), ("corrupt", 1 - 0.18)]
+
+
+@pytest.mark.parametrize(("label", "planted"), NEXT_OK_CASES)
+def test_planted_p_next_ok_per_fault_type(agent_report, label, planted):
+    row = agent_report[1]["agent"]["fault_types"][label]["p_next_ok"]
+    assert row["n"] >= 60
+    assert abs(row["rate"] - planted) < 4 * math.sqrt(planted * (1 - planted) / row["n"]) + 0.01
+
+
+@pytest.mark.parametrize("h", [2, 4, 8])
+def test_planted_success_by_horizon(agent_report, h):
+    row = agent_report[1]["agent"]["success_by_horizon"][str(h)]
+    clean, faulty = row["no_faults"], row["faults"]
+    p = 1 - 0.05 * h
+    assert clean["n"] >= 30 and abs(clean["rate"] - p) < 4 * math.sqrt(p * (1 - p) / clean["n"])
+    assert faulty["rate"] < clean["rate"]
+    assert agent_report[1]["agent"]["fault_types"]["corrupt"]["p_success"]["rate"] == 0.0
+
+
+def test_planted_content_divergence_and_removed_signal(agent_report):
+    s = agent_report[1]
+    cd = s["agent"]["content_divergence"]
+    assert abs(cd["failed_call"]["d_content"]["value"] - cd["failed_call"]["d"]["value"] - 0.3) < 0.01
+    assert abs(cd["normal"]["d_content"]["value"] - cd["normal"]["d"]["value"]) < 0.01
+    rs = s["removed_signal"]["weightings"]
+    exact = [("uniform", t, 0.0) for t in ("normal", "failed_call", "after_failure", "recovery", "all")]
+    exact += [("tool_error_gate", "normal", 0.0), ("tool_error_gate", "after_failure", 1.0),
+              ("tool_error_gate", "recovery", 1.0), ("threshold", "normal", 0.0)]  # fmt: skip
+    for name, kind, want in exact:
+        assert rs[name][kind] == pytest.approx(want, abs=1e-9), (name, kind)
+    assert rs["divergence"]["failed_call"] > rs["divergence"]["normal"] + 0.3
+    assert s["removed_signal"]["batch_level"] == ["random", "position_median"]
+
+
+def test_planted_event_study_split_by_recovery(agent_report):
+    out, s = agent_report
+    ev = s["event_study"]
+    assert ev["offsets"] == [-2, -1, 0, 1, 2, 3, 4] and min(ev["events"].values()) >= 20
+    rec, stuck = ev["recovered"]["d"], ev["not_recovered"]["d"]
+    for i in (4, 5):  # offsets +2, +3: the unrecovered stay off the teacher (stuck_effect 0.4)
+        assert stuck[i]["lo"] > rec[i]["hi"] and stuck[i]["value"] - rec[i]["value"] > 0.3
+    assert abs(stuck[1]["value"] - rec[1]["value"]) < 0.05  # offset -1: no planted pre-trend
+    w_rec, w_stuck = ev["recovered"]["w"], ev["not_recovered"]["w"]
+    assert w_stuck[4]["hi"] < w_rec[4]["lo"]
+    _check_outputs(out)
+    md = (out / "report.md").read_text()
+    for heading in ("### Success by horizon", "### Fault types", "### Cascades", "### Event study"):
+        assert heading in md
+    assert "| +2 |" in md and "(batch-level)" in md
+
+
+def test_event_study_cells_are_the_plain_means():
+    trajs = [
+        _traj(["ok", "error", "ok", "none"], uid="a_0_0"),
+        _traj(["error", "error", "none"], uid="b_0_0"),
+        _traj(["ok", "ok"], uid="c_0_0"),
+        _traj(["timeout", "ok"], uid="d_0_0"),
+    ]
+    ev = event_study(trajs, reps=50, seed=0)
+    assert ev["events"] == {"recovered": 2, "not_recovered": 1}
+    # d = 0.1 + 0.1 k; recovered: a (event k=1) at offsets -1..+2, d (event k=0) at offsets 0, +1
+    assert [c["value"] if c["n"] else None for c in ev["recovered"]["d"]] == pytest.approx(
+        [None, 0.1, 0.15, 0.25, 0.4, None, None]
+    )
+    assert [c["n"] for c in ev["not_recovered"]["d"]] == [0, 0, 1, 1, 1, 0, 0]
+    # offset 0 of the recovered: two prompt clusters -> a CI; offset -1: one cluster -> none
+    assert math.isfinite(ev["recovered"]["d"][2]["lo"]) and math.isnan(ev["recovered"]["d"][1]["lo"])

@@ -18,9 +18,27 @@ from oracle import oracle_row_step_ids
 from test_sod_loss_on_cpu import make_micro_batch
 from verl.utils.config import omega_conf_to_dataclass
 
-from verl_sod.diagnostics.records import build_records, records_file, sample_keys, write_records
+from verl_sod.algos.step_types import step_types_BK
+from verl_sod.diagnostics.records import (
+    build_records,
+    record_metrics,
+    records_file,
+    sample_keys,
+    write_records,
+)
 from verl_sod.diagnostics.trainer import SOD_TRAINER_MODE, records_settings
-from verl_sod.fields import OUTCOME_CODES, STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_FIELDS, TOOL_STATS_KEY
+from verl_sod.fields import (
+    AGENT_EXTRA_KEY,
+    OUTCOME_CODES,
+    REWARD_EXTRA_INFO_KEY,
+    STEP_FAULTS_KEY,
+    STEP_IDS_KEY,
+    STEP_OUTCOMES_KEY,
+    STEP_TYPE_NAMES,
+    TOOL_STATS_FIELDS,
+    TOOL_STATS_KEY,
+    TRAJECTORY_EXTRA_FIELD,
+)
 from verl_sod.preflight import ConfigError, _resolve_sod_records
 from verl_sod.presets import compose
 
@@ -297,3 +315,64 @@ def test_rollout_log_probs_under_filtered_sampling_warns(source, top_p, top_k, w
     assert (message is not None) == warns
     if warns:
         assert "sod_divergence_source=rollout_log_probs" in message and "top_p=1 top_k=-1" in message
+
+
+class _DigitTokenizer:
+    """Token ids 0..9 decode to digits (content), 10..19 to words, 20 to a space."""
+
+    def __len__(self) -> int:
+        return 21
+
+    def batch_decode(self, ids):
+        return [str(i[0]) if i[0] < 10 else (" " if i[0] == 20 else f"w{i[0]}") for i in ids]
+
+
+def _agent_extra(faults_per_row, extras):
+    from tensordict import NonTensorData, NonTensorStack
+
+    rows = [
+        {AGENT_EXTRA_KEY: {STEP_FAULTS_KEY: faults}, REWARD_EXTRA_INFO_KEY: extra}
+        for faults, extra in zip(faults_per_row, extras, strict=True)
+    ]
+    return NonTensorStack(*[NonTensorData(r) for r in rows], batch_size=[len(rows)])
+
+
+def test_records_carry_step_types_fault_labels_content_d_and_reward_extra_info():
+    data, _, truth = make_micro_batch(seed=8, B=5)
+    data, outcomes = _with_agent_fields(data, truth, seed=8)
+    lens = data["response_mask"].offsets().diff().tolist()
+    gen = torch.Generator().manual_seed(8)
+    tokens = [torch.randint(0, 21, (n,), generator=gen) for n in lens]
+    data["responses"] = _nested(tokens)
+    faults = [[f"f{b}{k}" for k in range(len(outcomes[b]))] for b in range(5)]
+    extras = [{"success": float(b % 2), "horizon": 8, "label": "text is dropped"} for b in range(5)]
+    data[TRAJECTORY_EXTRA_FIELD] = _agent_extra(faults, extras)
+    records = build_records(_loss_config(), data, list("abcde"), step=3, tokenizer=_DigitTokenizer())
+    for b, rec in enumerate(records):
+        assert rec["extra"] == {"success": float(b % 2), "horizon": 8.0}
+        ids = oracle_row_step_ids(truth["mask"][b])
+        want_types = [STEP_TYPE_NAMES[c] for c in step_types_BK(outcomes[b].unsqueeze(0))[0].tolist()]
+        old, lp_t = truth["old"][b].tolist(), truth["lp_t"][b].tolist()
+        for step in rec["steps"]:
+            k = step["k"]
+            assert step["type"] == want_types[k] and step["fault"] == faults[b][k]
+            pos = [i for i, s in enumerate(ids) if s == k and int(tokens[b][i]) < 10]
+            assert step["content_tokens"] == len(pos)
+            if pos:
+                d = math.fsum(abs(old[i] - lp_t[i]) for i in pos) / len(pos)
+                assert step["d_content"] == pytest.approx(d, abs=2e-6)
+            else:
+                assert step["d_content"] is None
+    metrics = record_metrics(records)
+    assert metrics["sod_records/agent/d/all"] == pytest.approx(
+        sum(s["d"] for r in records for s in r["steps"]) / sum(len(r["steps"]) for r in records)
+    )
+    assert any(k.startswith("sod_records/agent/success_h8_") for k in metrics)
+
+
+def test_records_without_tokenizer_or_extra_fields_have_no_content_d_and_empty_extra():
+    data, _, truth = make_micro_batch(seed=9, B=3)
+    data, _ = _with_agent_fields(data, truth, seed=9)
+    records = build_records(_loss_config(), data, list("abc"), step=1)
+    assert all(r["extra"] == {} for r in records)
+    assert all("d_content" not in s and "fault" not in s and "type" in s for r in records for s in r["steps"])

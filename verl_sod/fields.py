@@ -35,6 +35,31 @@ OUTCOMES: tuple[str, ...] = tuple(OUTCOME_CODES)
 FAILED_OUTCOMES: tuple[str, ...] = (OUTCOME_ERROR, OUTCOME_TIMEOUT)
 FAILED_OUTCOME_CODES: tuple[int, ...] = tuple(OUTCOME_CODES[o] for o in FAILED_OUTCOMES)
 
+# --- step types (verl_sod.algos.step_types), from the per-step outcomes ----------------------------
+#: a step's type, by precedence: ``failed_call`` (its call failed), ``recovery`` (an ``ok`` call whose
+#: previous call-making step failed), ``after_failure`` (any other step right after a failed one),
+#: ``normal`` (everything else)
+STEP_NORMAL, STEP_FAILED_CALL, STEP_AFTER_FAILURE, STEP_RECOVERY = 0, 1, 2, 3
+STEP_TYPE_NAMES: dict[int, str] = {
+    STEP_NORMAL: "normal",
+    STEP_FAILED_CALL: "failed_call",
+    STEP_AFTER_FAILURE: "after_failure",
+    STEP_RECOVERY: "recovery",
+}
+STEP_TYPES: tuple[str, ...] = tuple(STEP_TYPE_NAMES.values())
+
+# --- fault labels a tool may report -------------------------------------------------------------
+#: tool metrics key (dict returned by a verl ``BaseTool.execute``) naming the call's fault label
+TOOL_FAULT_KEY = "fault"
+#: fault label of a call without any fault (also what a step without a labelled call gets)
+FAULT_NONE = "none"
+#: key of the agent record (``extra_fields[AGENT_EXTRA_KEY]``) listing each step's fault label
+STEP_FAULTS_KEY = "step_faults"
+#: verl's key of the reward function's extra info inside a trajectory's ``extra_fields``
+REWARD_EXTRA_INFO_KEY = "reward_extra_info"
+#: TransferQueue field holding each trajectory's ``extra_fields`` dict
+TRAJECTORY_EXTRA_FIELD = "extra_fields"
+
 # --- per-trajectory tool counters -----------------------------------------------------------------
 #: order of the counters in the ``sod_tool_stats`` field and keys of the agent record
 TOOL_STATS_FIELDS: tuple[str, ...] = (

@@ -37,10 +37,13 @@ from verl_sod.agent.parser import MALFORMED_TOOL_NAME, LenientHermesParser
 from verl_sod.agent.trace import TrajectoryTrace, consistent, step_ids_from_runs
 from verl_sod.fields import (
     AGENT_EXTRA_KEY,
+    FAULT_NONE,
     OUTCOME_CODES,
     OUTCOME_ERROR,
     OUTCOME_OK,
     OUTCOME_TIMEOUT,
+    STEP_FAULTS_KEY,
+    TOOL_FAULT_KEY,
     TOOL_STATS_FIELDS,
 )
 
@@ -92,6 +95,7 @@ class SODToolAgentLoop(ToolAgentLoop):
             "recovered": bool(stats["recovered"]),
             "num_steps": len(trace.turn_tokens),
             "step_tool_outcomes": outcomes,
+            STEP_FAULTS_KEY: trace.step_faults(len(trace.turn_tokens)),
             "tool_call_log": [vars(call) for call in trace.calls],
             "tool_queue_s": round(sum(call.queue_s for call in trace.calls), 6),
             # vLLM-only answers: empty (aborted) turns, turns closed with an inserted <|im_end|>,
@@ -226,7 +230,7 @@ class SODToolAgentLoop(ToolAgentLoop):
             return ToolResponse(text=text), 0.0, {TOOL_STATUS_KEY: "error", **_timing(clock)}
         outcome = classify_outcome(name, response, metrics)
         detail = "" if outcome == OUTCOME_OK else (response.text or "")
-        self._trace.record(name, outcome, detail=detail, **_timing(clock))
+        self._trace.record(name, outcome, detail=detail, fault=tool_fault(metrics), **_timing(clock))
         return response, reward, metrics
 
     def _validated_call(self, tool_call: FunctionCall, agent_data: AgentData) -> FunctionCall:
@@ -285,6 +289,12 @@ def decode_arguments(tool_call: FunctionCall) -> dict[str, Any]:
             f"Error: the arguments of '{tool_call.name}' must be a JSON object, got {type(args).__name__}."
         )
     return args
+
+
+def tool_fault(metrics: Any) -> str:
+    """The fault label a tool reported in its metrics (key ``fault``), ``none`` when it reports none."""
+    fault = metrics.get(TOOL_FAULT_KEY) if isinstance(metrics, dict) else None
+    return str(fault) if fault else FAULT_NONE
 
 
 def classify_outcome(name: str, response: ToolResponse, metrics: Any) -> str:

@@ -29,6 +29,7 @@ from typing import Any
 
 from verl_sod.fields import (
     FAILED_OUTCOMES,
+    FAULT_NONE,
     OUTCOME_CODES,
     OUTCOME_ERROR,
     OUTCOME_NONE,
@@ -55,6 +56,7 @@ class ToolCallRecord:
     detail: str = ""
     queue_s: float = 0.0  # waiting for a sandbox slot (not counted by the time-out)
     active_s: float = 0.0  # the call's own time (what the time-out bounds)
+    fault: str = FAULT_NONE  # the tool's own fault label (metrics key ``fault``), if it reports one
 
     @property
     def failed(self) -> bool:
@@ -156,10 +158,21 @@ class TrajectoryTrace:
         detail: str = "",
         queue_s: float = 0.0,
         active_s: float = 0.0,
+        fault: str = FAULT_NONE,
     ) -> None:
         self.calls.append(
-            ToolCallRecord(self.current_step, name, outcome, format_error, detail[:200], queue_s, active_s)
+            ToolCallRecord(
+                self.current_step, name, outcome, format_error, detail[:200], queue_s, active_s, str(fault)
+            )
         )
+
+    def step_faults(self, num_steps: int) -> list[str]:
+        """Fault label of each step: its first call's label other than ``none``, else ``none``."""
+        out = [FAULT_NONE] * num_steps
+        for call in self.calls:
+            if 0 <= call.step < num_steps and out[call.step] == FAULT_NONE:
+                out[call.step] = call.fault
+        return out
 
     def step_outcomes(self, num_steps: int) -> list[str]:
         """Outcome of each step's tool call(s): the most severe one, ``none`` without a call."""

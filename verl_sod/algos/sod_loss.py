@@ -57,7 +57,11 @@ from verl_sod.algos.batch_weights import (
     sod_setting,
 )
 from verl_sod.algos.patterns import sod_metrics
+from verl_sod.algos.sod_weights import SODStepStats
+from verl_sod.algos.step_types import step_type_metrics, step_types_BK
+from verl_sod.algos.step_weightings import step_outcomes_BK
 from verl_sod.algos.tool_metrics import tool_metrics
+from verl_sod.fields import STEP_OUTCOMES_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -116,4 +120,26 @@ def compute_sod_distillation_loss(
         metrics[key] = Metric(aggregation, value)
     # tool calls, errors, time-outs and recoveries of sod_tool_agent trajectories (else nothing)
     metrics.update(tool_metrics(data))
+    metrics.update(signal_metrics(applied, data))
     return losses_BT, metrics
+
+
+def batch_step_types(stats: SODStepStats, data: TensorDict) -> torch.Tensor:
+    """Step-type codes ``[B, K]`` of a batch (:mod:`verl_sod.algos.step_types`); all ``normal`` without
+    per-step outcomes."""
+    B, K = stats.valid_BK.shape
+    if STEP_OUTCOMES_KEY in data.keys():  # noqa: SIM118
+        outcomes_BK = step_outcomes_BK(data[STEP_OUTCOMES_KEY], B, K).to(stats.valid_BK.device)
+    else:
+        outcomes_BK = torch.zeros(B, K, dtype=torch.long, device=stats.valid_BK.device)
+    return step_types_BK(outcomes_BK, stats.valid_BK)
+
+
+def signal_metrics(applied: SODStepStats, data: TensorDict) -> dict[str, Metric]:
+    """``sod/step_type_frac|signal_frac|removed_signal/<type>`` of the applied weights (mean over
+    micro-batches); nothing for a micro-batch without steps."""
+    if not bool(applied.valid_BK.any()):
+        return {}
+    types_BK = batch_step_types(applied, data)
+    values = step_type_metrics(applied.divergence_BK, applied.tokens_BK, applied.weight_BK, types_BK)
+    return {key: Metric(AggregationType.MEAN, value) for key, value in values.items()}

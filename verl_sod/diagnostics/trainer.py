@@ -20,6 +20,9 @@ Records are on when ``distillation.distillation_loss.loss_mode=sod`` and ``sod_r
 driver, after the update and outside the workers) and the count as ``sod_records/trajectories``.
 At start-up the trainer warns when d_k is measured on ``rollout_log_probs`` under top-p/top-k
 sampling (:func:`verl_sod.algos.sod_config.divergence_source_warning`).
+The agent metrics of the recorded sample (success by horizon with / without faults, per fault type
+P(next call ok) and P(success), cascade lengths, d on all vs content tokens by step type;
+:func:`verl_sod.diagnostics.records.record_metrics`) are logged as ``sod_records/agent/*``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from verl_sod.diagnostics.records import (
     REQUIRED_FIELDS,
     WEIGHT_FIELDS,
     build_records,
+    record_metrics,
     records_file,
     sample_keys,
     write_records,
@@ -97,6 +101,7 @@ class SODRecordsTrainer(PPOTrainerSync):
     """verl's ``sync`` trainer plus SOD's batch-level weights and records (see the module docstring)."""
 
     _agent_fields_missing: bool = False
+    _sod_record_metrics: dict = {}  # noqa: RUF012  (replaced, never mutated)
 
     def init(self) -> None:
         super().init()
@@ -118,6 +123,7 @@ class SODRecordsTrainer(PPOTrainerSync):
         if settings is not None:
             t0 = time.perf_counter()
             metrics["sod_records/trajectories"] = self._write_sod_records(batch, settings)
+            metrics.update(self._sod_record_metrics)
             metrics["timing_s/sod_records"] = time.perf_counter() - t0
         return batch
 
@@ -159,6 +165,7 @@ class SODRecordsTrainer(PPOTrainerSync):
         tags = zip(batch.keys, batch.tags, strict=True)
         real = [key for key, tag in tags if not tag.get("is_padding", False)]
         chosen = [real[i] for i in sample_keys(real, settings.per_step, self.global_steps)]
+        self._sod_record_metrics = {}
         if not chosen:
             return 0
         source = str(settings.loss_config.get("sod_divergence_source", "old_log_probs"))
@@ -166,6 +173,9 @@ class SODRecordsTrainer(PPOTrainerSync):
         if batch_level_loss_config(self.config) is not None:
             fields.append(STEP_WEIGHTS_KEY)  # the weights the actor applied, as it applied them
         data = self._fetch(batch, chosen, fields, AGENT_FIELDS)
-        records = build_records(settings.loss_config, data, chosen, self.global_steps)
+        records = build_records(
+            settings.loss_config, data, chosen, self.global_steps, tokenizer=self.tokenizer
+        )
         write_records(records, records_file(settings.directory, self.global_steps))
+        self._sod_record_metrics = record_metrics(records)
         return len(records)

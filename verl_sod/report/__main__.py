@@ -60,7 +60,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"... and {len(loaded.skipped) - MAX_SKIP_LINES_SHOWN} more", file=sys.stderr)
     print(f"skipped {len(loaded.skipped)} malformed line(s)")
 
-    from verl_sod.report import markdown, plots
+    from verl_sod.report import agent_markdown, agent_plots, markdown, plots
     from verl_sod.report.analysis import summarize
 
     summary, tab = summarize(loaded, args.right_threshold, args.reps, args.seed, args.tol, args.cluster)
@@ -72,15 +72,19 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         "patterns": plots.plot_patterns(summary, out / "patterns.png"),
         "tools": plots.plot_tools(summary, out / "tools.png"),
         "correlation": plots.plot_correlation(summary, out / "correlation.png"),
+        "event_study": agent_plots.plot_event_study(summary, out / "event_study.png"),
+        "removed_signal": agent_plots.plot_removed_signal(summary, out / "removed_signal.png"),
+        "success_by_horizon": agent_plots.plot_success_by_horizon(summary, out / "success_by_horizon.png"),
     }
     if loaded.metrics:
         extra = plots.plot_metrics(loaded.metrics, out / "metrics.png")
         if extra is not None:
             figures["metrics"] = extra
     summary["figures"] = {k: p.name for k, p in figures.items()}
-    (out / "report.md").write_text(
-        markdown.render(summary, figures, out, args.title) + "\n", encoding="utf-8"
+    text = markdown.render(
+        summary, figures, out, args.title, agent_markdown.agent_sections(summary), agent_markdown.CAPTIONS
     )
+    (out / "report.md").write_text(text + "\n", encoding="utf-8")
     (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out / 'report.md'}, {out / 'summary.json'} and {len(figures)} figures")
     return summary

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from verl_sod.report.agent import agent_summary
+from verl_sod.report.events import event_study
 from verl_sod.report.records import (
     TOOL_PATTERNS,
     LoadResult,
@@ -20,6 +22,7 @@ from verl_sod.report.records import (
     tool_counts,
     tool_pattern,
 )
+from verl_sod.report.signal import removed_signal, step_types
 from verl_sod.report.stats import (
     Estimate,
     auroc,
@@ -266,6 +269,9 @@ def summarize(
         "error_divergence": error_divergence(tab, reps, seed, tol, cluster),
         "correctness": correctness(trajs, tab, reps, seed + 1, cluster),
         "metrics_keys": sorted({k for v in (loaded.metrics or {}).values() for k in v}),
+        "agent": agent_summary(trajs, step_types(trajs), right_threshold),
+        "removed_signal": removed_signal(trajs),
+        "event_study": event_study(trajs, reps, seed + 2, cluster),
     }
     return summary, tab
 

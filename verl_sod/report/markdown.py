@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,8 +204,13 @@ def caveats(summary: dict[str, Any]) -> list[str]:
     return out
 
 
-def render(summary: dict[str, Any], figures: dict[str, Path], out_dir: Path, title: str) -> str:
-    """The whole markdown document; figure links are relative to ``out_dir``."""
+def render(
+    summary: dict[str, Any], figures: dict[str, Path], out_dir: Path, title: str,
+    extra_sections: Sequence[str] = (), extra_captions: dict[str, str] | None = None,
+) -> str:  # fmt: skip
+    """The whole markdown document; figure links are relative to ``out_dir``. ``extra_sections``
+    (markdown lines) go before the figures; ``extra_captions`` caption figures not in CAPTIONS."""
+    captions = {**CAPTIONS, **(extra_captions or {})}
     c = summary["counts"]
     lines = [
         f"# {title}",
@@ -241,10 +247,11 @@ def render(summary: dict[str, Any], figures: dict[str, Path], out_dir: Path, tit
         "",
         *_crosstab(summary["correctness"]["pattern_vs_tool"]),
         "",
+        *extra_sections,
         "## Figures",
         "",
     ]
     for name, path in figures.items():
         rel = path.relative_to(out_dir).as_posix()
-        lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({rel})", "", f"*{CAPTIONS[name]}*", ""]
+        lines += [f"### {name.replace('_', ' ')}", "", f"![{name}]({rel})", "", f"*{captions[name]}*", ""]
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from verl_sod.fields import FAILED_OUTCOMES, OUTCOMES, PATTERNS
+from verl_sod.fields import FAILED_OUTCOMES, OUTCOMES, PATTERNS, STEP_TYPES
 from verl_sod.fields import RECORDS_SUBDIR as STEPS_DIRNAME
 from verl_sod.fields import TOOL_STATS_FIELDS as TOOL_FIELDS
 
@@ -35,6 +35,10 @@ class Step:
     w: float
     w_applied: float
     outcome: str
+    fault: str | None = None  # the tool's fault label for the step's call (None: not recorded)
+    d_content: float | None = None  # d_k over content tokens (None: not recorded or no such token)
+    content_tokens: int | None = None
+    type: str | None = None  # step type as recorded (the report recomputes it from the outcomes)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Trajectory:
     response_tokens: int
     tool: dict[str, int] | None
     steps: tuple[Step, ...]
+    extra: dict[str, float] = field(default_factory=dict)  # reward extra info scalars ({}: none)
 
 
 @dataclass
@@ -101,7 +106,26 @@ def parse_step(obj: Any) -> Step:
         raise ValueError(f"unknown outcome {outcome!r}")
     w = _num(obj, "w")
     w_applied = _num(obj, "w_applied") if "w_applied" in obj else w
-    return Step(_num(obj, "k", int), _num(obj, "tokens", int), _num(obj, "d"), w, w_applied, outcome)
+    kind = obj.get("type")
+    if kind is not None and kind not in STEP_TYPES:
+        raise ValueError(f"unknown step type {kind!r}")
+    fault = obj.get("fault")
+    return Step(
+        _num(obj, "k", int), _num(obj, "tokens", int), _num(obj, "d"), w, w_applied, outcome,
+        fault=None if fault is None else str(fault),
+        d_content=_num(obj, "d_content") if obj.get("d_content") is not None else None,
+        content_tokens=_num(obj, "content_tokens", int) if "content_tokens" in obj else None,
+        type=kind,
+    )  # fmt: skip
+
+
+def parse_extra(obj: Any) -> dict[str, float]:
+    """The ``extra`` scalars ({} when absent); raises ValueError when present but malformed."""
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise ValueError("'extra' must be an object or null")
+    return {str(k): _num(obj, k) for k in obj}
 
 
 def parse_tool(obj: Any) -> dict[str, int] | None:
@@ -133,6 +157,7 @@ def parse_trajectory(obj: Any) -> Trajectory:
         response_tokens=_num(obj, "response_tokens", int) if "response_tokens" in obj else 0,
         tool=parse_tool(obj.get("tool")),
         steps=steps,
+        extra=parse_extra(obj.get("extra")),
     )
 
 

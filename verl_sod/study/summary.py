@@ -20,7 +20,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from verl_sod.report.records import FAILED_OUTCOMES, ReportError, load_records, tool_counts
+from verl_sod.report.events import EVENT_VALUES, GROUPS, OFFSETS, event_rows
+from verl_sod.report.records import ReportError, load_records
 
 METRIC_PREFIXES = (
     "critic/score/",
@@ -34,8 +35,6 @@ METRIC_PREFIXES = (
 )
 #: validation-dump columns that are not reward-dict values
 DUMP_COLUMNS = ("input", "output", "gts", "step", "uid", "reward")
-OFFSETS = tuple(range(-2, 5))
-EVENT_VALUES = ("d", "w", "w_applied")
 
 
 def problem_key(prompt_text: str) -> str:
@@ -104,27 +103,26 @@ def step_metrics(metrics_path: Path) -> list[dict[str, Any]]:
 
 
 def event_sums(run_dir: Path) -> dict[str, Any] | None:
-    """Sums and counts of d, w, w_applied at each offset from the first failed call (None: no records)."""
+    """Sums and counts of d, w, w_applied at each offset from the first failed call (None: no records).
+
+    The steps come from :func:`verl_sod.report.events.event_rows` (the report's own event study).
+    """
     try:
         loaded = load_records(run_dir)
     except ReportError:
         return None
+    rows = event_rows(loaded.trajectories)
     out: dict[str, Any] = {"offsets": list(OFFSETS), "trajectories": len(loaded.trajectories)}
-    for group in ("recovered", "not_recovered"):
-        out[group] = {"events": 0, "n": [0] * len(OFFSETS), **{v: [0.0] * len(OFFSETS) for v in EVENT_VALUES}}
-    for t in loaded.trajectories:
-        first = next((s.k for s in t.steps if s.outcome in FAILED_OUTCOMES), None)
-        if first is None:
-            continue
-        g = out["recovered" if tool_counts(t)[2] else "not_recovered"]
-        g["events"] += 1
-        by_k = {s.k: s for s in t.steps}
-        for i, off in enumerate(OFFSETS):
-            s = by_k.get(first + off)
-            if s is not None:
-                g["n"][i] += 1
-                for v in EVENT_VALUES:
-                    g[v][i] += float(getattr(s, v))
+    for group in GROUPS:
+        sel_g = rows.recovered == (group == GROUPS[0])
+        g: dict[str, Any] = {"events": rows.events[group], "n": []}
+        g.update({v: [] for v in EVENT_VALUES})
+        for off in OFFSETS:
+            sel = sel_g & (rows.offset == off)
+            g["n"].append(int(sel.sum()))
+            for v in EVENT_VALUES:
+                g[v].append(float(rows.values[v][sel].sum()))
+        out[group] = g
     return out
 
 
