@@ -19,7 +19,7 @@ from verl.utils.dataset.rl_dataset import RLHFDataset
 from verl.workers.rollout.replica import TokenOutput
 
 from verl_sod.agent import SODToolAgentLoop
-from verl_sod.agent.output import EXTRA_FIELDS_KEY
+from verl_sod.fields import AGENT_EXTRA_KEY as EXTRA_FIELDS_KEY
 from verl_sod.tasks.long_horizon.budgets import budgets, response_tokens
 from verl_sod.tasks.long_horizon.env import TIMEOUT, FaultConfig, make_problems
 from verl_sod.tasks.long_horizon.task import (
