@@ -117,4 +117,5 @@ class ToolCallClock:
         return self.timeout_s is None or self._queued_since is not None
 
     def _remaining(self) -> float:
+        assert self.timeout_s is not None, "_remaining is only asked while not paused"
         return float(self.timeout_s) - self.active_s

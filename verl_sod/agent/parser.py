@@ -64,7 +64,10 @@ class LenientHermesParser:
     async def extract_tool_calls(
         self, responses_ids: list[int], tools: list[Any] | None = None
     ) -> tuple[str, list[FunctionCall]]:
-        content, calls = await self.inner.extract_tool_calls(responses_ids, tools)
+        if tools is None:  # verl's parsers default ``tools`` to None but annotate it without Optional
+            content, calls = await self.inner.extract_tool_calls(responses_ids)
+        else:
+            content, calls = await self.inner.extract_tool_calls(responses_ids, tools)
         text = await get_event_loop().run_in_executor(None, self.tokenizer.decode, responses_ids)
         bodies, unterminated = split_blocks(text)
         if len(bodies) == len(calls) and not unterminated:

@@ -118,9 +118,10 @@ def _text(turn: dict[str, Any], index: int) -> str:
         return ""
     if isinstance(content, list):  # OpenAI content parts: text parts only
         parts = [p.get("text") if isinstance(p, dict) and p.get("type") == "text" else None for p in content]
-        if any(not isinstance(p, str) for p in parts):
+        texts = [p for p in parts if isinstance(p, str)]
+        if len(texts) != len(parts):
             raise BadRowError(f"content parts other than text are not supported (turn {index})")
-        return "".join(parts)
+        return "".join(texts)
     if not isinstance(content, str):
         raise BadRowError(f"content is {type(content).__name__}, not text (turn {index})")
     return content
@@ -212,22 +213,11 @@ def _turn(raw: dict[str, Any], index: int) -> dict[str, Any]:
 def _check_order(messages: list[dict[str, Any]]) -> None:
     """system? user, then assistant turns each followed by its tool results or a new user turn."""
     pending = 0  # tool calls of the last assistant turn not yet answered
-    previous = None
+    previous: str | None = None
     for index, message in enumerate(messages):
         role = message["role"]
-        if role == "system" and index != 0:
-            raise BadRowError(f"system turn after the start (turn {index})")
-        if role == "user" and previous not in (None, "system", "assistant"):
-            raise BadRowError(f"user turn after a {previous} turn (turn {index})")
-        if role == "user" and pending:
-            raise BadRowError(f"user turn before all tool results arrived (turn {index})")
-        if role == "assistant" and pending:
-            raise BadRowError(f"assistant turn before all tool results arrived (turn {index})")
-        if role == "assistant" and previous not in ("user", "tool"):
-            raise BadRowError(f"assistant turn after {previous or 'nothing'} (turn {index})")
+        _check_turn(role, previous, pending, index)
         if role == "tool":
-            if pending == 0:
-                raise BadRowError(f"tool turn without a preceding tool call (turn {index})")
             pending -= 1
         if role == "assistant":
             pending = len(message["tool_calls"] or [])
@@ -236,6 +226,24 @@ def _check_order(messages: list[dict[str, Any]]) -> None:
         raise BadRowError("no user turn")
     if previous != "assistant" or pending:
         raise BadRowError("the last turn must be an assistant answer (not a tool call or other role)")
+
+
+def _check_turn(role: str, previous: str | None, pending: int, index: int) -> None:
+    """Raise if turn ``index`` (``role``) may not follow ``previous`` with ``pending`` results due."""
+    if role == "system" and index != 0:
+        raise BadRowError(f"system turn after the start (turn {index})")
+    if role == "user":
+        if previous not in (None, "system", "assistant"):
+            raise BadRowError(f"user turn after a {previous} turn (turn {index})")
+        if pending:
+            raise BadRowError(f"user turn before all tool results arrived (turn {index})")
+    if role == "assistant":
+        if pending:
+            raise BadRowError(f"assistant turn before all tool results arrived (turn {index})")
+        if previous not in ("user", "tool"):
+            raise BadRowError(f"assistant turn after {previous or 'nothing'} (turn {index})")
+    if role == "tool" and pending == 0:
+        raise BadRowError(f"tool turn without a preceding tool call (turn {index})")
 
 
 def _tools(row: dict[str, Any]) -> list[dict[str, Any]]:

@@ -46,8 +46,11 @@ class WholeChatSFTDataset(MultiTurnSFTDataset):
     """``MultiTurnSFTDataset`` whose per-message tokens come from one whole-chat rendering."""
 
     _turns: tuple[int, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
+    # verl types it PreTrainedTokenizer, whose apply_chat_template / decode / convert_tokens_to_ids
+    # return loose unions (str | list[int] | BatchEncoding ...); a chat tokenizer is used here
+    tokenizer: Any
 
-    def _process_single_message(
+    def _process_single_message(  # type: ignore[override]  # verl annotates 3 lists, returns 4 (tensors)
         self,
         index: int,
         message: dict[str, Any],

@@ -198,7 +198,9 @@ def rescore(generations: list[Generation], scorer: Callable[..., dict[str, Any]]
     ``online_score``. Returns how many samples changed score by more than 1e-6.
     """
     if scorer is None:
-        from verl_sod.eval.reward import score_sample as scorer
+        from verl_sod.eval.reward import score_sample
+
+        scorer = score_sample
     changed = 0
     for gen in generations:
         if gen.data_source == "unknown":

@@ -184,7 +184,7 @@ def agent_metrics(problems: Sequence[Sequence[Sample]]) -> dict[str, float | Non
     samples = [s for p in problems for s in p]
     calls = [c for c in (tool_calls_of(s) for s in samples) if c is not None]
     with_errors = [s for s in samples if s.tool_errors is not None and s.tool_calls is not None]
-    failed = [s for s in with_errors if s.tool_errors > 0]
+    failed = [s for s in with_errors if (s.tool_errors or 0) > 0]  # not None: filtered above
     recorded = [s for s in failed if s.recovered is not None]
     n_calls = sum(s.tool_calls or 0 for s in with_errors)
     return {

@@ -141,7 +141,7 @@ LEGACY_KEYS = {
 def _set_leaves(node: DictConfig, prefix: str) -> Iterator[str]:
     """Dotted keys under ``node`` holding a value other than None."""
     for key in node:
-        path = f"{prefix}.{key}"
+        path = f"{prefix}.{key!s}"
         if OmegaConf.is_missing(node, key):
             continue
         value = node.get(key)
@@ -260,7 +260,7 @@ def required_keys(config_file: str | os.PathLike) -> tuple[str, ...]:
 def _missing(node: Any, prefix: str) -> Iterable[str]:
     if isinstance(node, DictConfig):
         for key in node:
-            path = f"{prefix}.{key}" if prefix else str(key)
+            path = f"{prefix}.{key!s}" if prefix else str(key)
             if OmegaConf.is_missing(node, key):
                 yield path
             else:

@@ -16,7 +16,9 @@ class ConfigError(ValueError):
 def _verl_defaults() -> DictConfig:
     from importlib import resources
 
-    return OmegaConf.load(str(resources.files("verl.trainer.config") / "_generated_ppo_trainer.yaml"))
+    defaults = OmegaConf.load(str(resources.files("verl.trainer.config") / "_generated_ppo_trainer.yaml"))
+    assert isinstance(defaults, DictConfig), "verl's ppo_trainer defaults are a mapping"
+    return defaults
 
 
 def verl_default(key: str) -> Any:

@@ -26,13 +26,18 @@ ENV_FIELDS = {"VERL_SOD_SANDBOX_BACKEND": "backend"}
 
 
 class ExecResult(Protocol):
-    """What one execution reports."""
+    """What one execution reports (read-only, so frozen dataclasses and narrower types conform)."""
 
-    status: str
-    stdout: str
-    stderr: str
-    exit_code: int | None
-    duration_s: float
+    @property
+    def status(self) -> str: ...
+    @property
+    def stdout(self) -> str: ...
+    @property
+    def stderr(self) -> str: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def duration_s(self) -> float: ...
 
 
 @runtime_checkable

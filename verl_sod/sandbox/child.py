@@ -158,10 +158,13 @@ async def run_child(
     guard = asyncio.ensure_future(watchdog()) if watchdog is not None else None
     killed = ""
     try:
-        stops = {watch.exited, watch.flood, *([guard] if guard else [])}
+        stops: set[asyncio.Future[Any]] = {watch.exited, watch.flood, *([guard] if guard else [])}
         done, _ = await asyncio.wait(stops, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         if watch.exited not in done:
-            killed = "output" if watch.flood in done else guard.result() if guard in done else "timeout"
+            if watch.flood in done:
+                killed = "output"
+            else:
+                killed = guard.result() if guard is not None and guard in done else "timeout"
             kill_group(proc)
             await asyncio.wait({watch.exited}, timeout=KILL_WAIT_S)
         await after_exit(proc)

@@ -122,7 +122,7 @@ def _exec_main(main: str) -> int:
         code = fh.read()
     module = types.ModuleType("__main__")
     module.__file__ = main
-    module.__builtins__ = __builtins__
+    module.__dict__["__builtins__"] = __builtins__
     sys.modules["__main__"] = module
     sys.argv = [main]  # sys.path unchanged: -I implies safe_path (no script directory)
     rc = 0
@@ -134,7 +134,8 @@ def _exec_main(main: str) -> int:
         tb = exc.__traceback__.tb_next if exc.__traceback__ else None
         sys.excepthook(type(exc), exc.with_traceback(tb), tb)
         rc = -signal.SIGINT if isinstance(exc, KeyboardInterrupt) else 1
-    for step in (threading._shutdown, atexit._run_exitfuncs, sys.stdout.flush, sys.stderr.flush):
+    join_threads = threading._shutdown  # type: ignore[attr-defined]  # CPython's exit hook; not in typeshed
+    for step in (join_threads, atexit._run_exitfuncs, sys.stdout.flush, sys.stderr.flush):
         try:
             step()
         except SystemExit as exc:

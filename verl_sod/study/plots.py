@@ -4,7 +4,7 @@ or returns None when the summaries do not carry what the figure needs (the repor
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -12,8 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 DPI = 110
-STYLE = {"font.size": 10, "axes.titlesize": 11, "legend.fontsize": 9}
+STYLE: dict[RcKeyType, Any] = {"font.size": 10, "axes.titlesize": 11, "legend.fontsize": 9}
 
 
 def _colors(arms: list[str]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ A spec is a YAML file (see ``docs/studies/long-horizon-sod/spec.yaml``)::
 from __future__ import annotations
 
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,9 @@ def run_id(arm: str, seed: int) -> str:
 # ---------------------------------------------------------------- parsing helpers
 
 
-def _mapping(obj: Any, where: str, allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:
+def _mapping(
+    obj: Any, where: str, allowed: set[str], required: AbstractSet[str] = frozenset()
+) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise SpecError(f"{where}: must be a mapping, got {type(obj).__name__}")
     unknown = sorted(set(obj) - allowed)

@@ -84,7 +84,7 @@ def _session(uid: str, line: int) -> tuple[str, int]:
 
 def step_metrics(metrics_path: Path) -> list[dict[str, Any]]:
     """``[{"step": s, key: value, ...}]`` for the keys under :data:`METRIC_PREFIXES`."""
-    out = []
+    out: list[dict[str, Any]] = []
     if not metrics_path.is_file():
         return out
     for line in metrics_path.read_text(encoding="utf-8").splitlines():

@@ -65,17 +65,26 @@ class BFCLAgentLoop(SODToolAgentLoop):
         self.max_steps_per_turn = max_steps_per_turn
         self._episode: Episode | None = None
 
+    @property
+    def episode(self) -> Episode:
+        """The running trajectory's environment (built by :meth:`run`, before any hook is called)."""
+        assert self._episode is not None, "the BFCL episode is built in run(), before verl's hooks"
+        return self._episode
+
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
         spec = TaskSpec.from_extra_info(kwargs.get("extra_info"))
         self._episode = Episode(spec, self.max_steps_per_turn)
         output = await super().run(sampling_params, **kwargs)
-        output.extra_fields[RECORD_KEY] = self._episode.record()
+        output.extra_fields[RECORD_KEY] = self.episode.record()
         return output
 
     def _set_tools(self, agent_data: AgentData) -> None:
-        schemas = self._episode.active_tools()
-        agent_data._active_tool_schemas = schemas
-        agent_data._active_tools = {s["function"]["name"]: SimpleNamespace(tool_schema=s) for s in schemas}
+        schemas = self.episode.active_tools()
+        # verl's ToolAgentLoop sets and reads these two undeclared AgentData attributes itself
+        agent_data._active_tool_schemas = schemas  # type: ignore[attr-defined]
+        agent_data._active_tools = {  # type: ignore[attr-defined]
+            s["function"]["name"]: SimpleNamespace(tool_schema=s) for s in schemas
+        }
 
     async def _handle_pending_state(
         self, agent_data: AgentData, sampling_params: dict[str, Any]
@@ -95,7 +104,7 @@ class BFCLAgentLoop(SODToolAgentLoop):
 
     async def _next_user_turn(self, agent_data: AgentData) -> AgentState:
         """Append the next user turn and keep generating, or end after the last one."""
-        messages = self._episode.next_user_turn()
+        messages = self.episode.next_user_turn()
         if messages is None:
             return AgentState.TERMINATED
         previous = list(agent_data.messages)
@@ -106,7 +115,7 @@ class BFCLAgentLoop(SODToolAgentLoop):
             agent_data.prompt_ids,
             agent_data.response_mask,
             agent_data.response_logprobs if agent_data.response_logprobs else None,
-            tools=agent_data._active_tool_schemas,
+            tools=agent_data._active_tool_schemas,  # type: ignore[attr-defined]  # set by _set_tools
         )
         if len(response_mask) >= self.response_length:  # as verl does for a tool message
             return AgentState.TERMINATED
@@ -115,14 +124,14 @@ class BFCLAgentLoop(SODToolAgentLoop):
         if agent_data.response_logprobs:
             agent_data.response_logprobs = response_logprobs or []
         self._trace.commit_if(agent_data.response_mask)
-        self._episode.start_next_turn()
+        self.episode.start_next_turn()
         agent_data.user_turns += 1
         return AgentState.GENERATING
 
     async def _handle_processing_tools_state(self, agent_data: AgentData) -> AgentState:
-        self._episode.begin_step()
+        self.episode.begin_step()
         state = await super()._handle_processing_tools_state(agent_data)
-        if self._episode.end_step():
+        if self.episode.end_step():
             return AgentState.TERMINATED
         return state
 
@@ -142,7 +151,7 @@ class BFCLAgentLoop(SODToolAgentLoop):
         except CallRejectedError as rejected:
             self._trace.record(name, OUTCOME_ERROR, format_error=True, detail=str(rejected))
             return ToolResponse(text=str(rejected)), 0.0, {TOOL_STATUS_KEY: "error"}
-        result = self._episode.execute(Call(name, args))
+        result = self.episode.execute(Call(name, args))
         outcome = OUTCOME_OK if result.outcome == OK else OUTCOME_ERROR
         self._trace.record(
             name,

@@ -71,7 +71,7 @@ def _json_schema(node: Any) -> Any:
         return [_json_schema(v) for v in node]
     if not isinstance(node, dict):
         return node
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in node.items():
         if key == "type" and isinstance(value, str):
             if value not in _TYPES:

@@ -67,6 +67,8 @@ def _import(name: str) -> ModuleType:
 def package_dir() -> Path:
     """The installed ``bfcl_eval`` directory."""
     module = _import("bfcl_eval")
+    if module.__file__ is None:
+        raise BFCLLayoutError(f"bfcl_eval has no __init__.py (a namespace package?); {FIX}")
     return Path(module.__file__).resolve().parent
 
 
@@ -120,6 +122,19 @@ def installed_version() -> str | None:
 
 def check_layout() -> list[str]:
     """Check the installed package; return one line per thing checked, or raise BFCLLayoutError."""
+    version = _checked_version()
+    lines = [f"{PACKAGE} {version} at {package_dir()}"]
+    config = backend_config()
+    _check_code(config)
+    _check_api_classes(config)
+    for category in CATEGORIES:
+        _check_data(category)
+    lines.append(f"{len(CLASSES)} API classes, function docs, checker, data for {', '.join(CATEGORIES)}")
+    return lines
+
+
+def _checked_version() -> str:
+    """The installed version, which must be the pinned one."""
     version = installed_version()
     if version is None:
         raise BFCLLayoutError(f"{PACKAGE} is not installed; {FIX}")
@@ -127,8 +142,11 @@ def check_layout() -> list[str]:
         raise BFCLLayoutError(
             f"{PACKAGE} {version} is installed, this task is pinned to {PINNED_VERSION}; {FIX}"
         )
-    lines = [f"{PACKAGE} {version} at {package_dir()}"]
-    config = backend_config()
+    return version
+
+
+def _check_code(config: ModuleType) -> None:
+    """The backend config's mappings and the checker's functions are there."""
     for attr in ("CLASS_FILE_PATH_MAPPING", "STATELESS_CLASSES", "MULTI_TURN_FUNC_DOC_FILE_MAPPING"):
         if not hasattr(config, attr):
             raise BFCLLayoutError(f"{_BACKEND_CONFIG} has no {attr}; {FIX}")
@@ -136,20 +154,25 @@ def check_layout() -> list[str]:
     missing = [name for name in _CHECKER_NAMES if not callable(getattr(module, name, None))]
     if missing:
         raise BFCLLayoutError(f"{_CHECKER} lacks {missing}; {FIX}")
+
+
+def _check_api_classes(config: ModuleType) -> None:
+    """Every API class loads a scenario (unless stateless) and has function docs."""
     for name in CLASSES:
         cls = api_class(name)
         if name not in config.STATELESS_CLASSES and not callable(getattr(cls, "_load_scenario", None)):
             raise BFCLLayoutError(f"API class {name} has no _load_scenario; {FIX}")
         if not function_docs(name):
             raise BFCLLayoutError(f"no function docs for {name}; {FIX}")
-    for category in CATEGORIES:
-        for path in (question_file(category), answer_file(category)):
-            if not path.is_file():
-                raise BFCLLayoutError(f"missing data file {path}; {FIX}")
-        with question_file(category).open(encoding="utf-8") as handle:
-            first = json.loads(handle.readline())
-        absent = [key for key in _QUESTION_KEYS if key not in first]
-        if absent:
-            raise BFCLLayoutError(f"{question_file(category).name} rows lack {absent}; {FIX}")
-    lines.append(f"{len(CLASSES)} API classes, function docs, checker, data for {', '.join(CATEGORIES)}")
-    return lines
+
+
+def _check_data(category: str) -> None:
+    """The category's question and answer files exist and its rows carry the keys used."""
+    for path in (question_file(category), answer_file(category)):
+        if not path.is_file():
+            raise BFCLLayoutError(f"missing data file {path}; {FIX}")
+    with question_file(category).open(encoding="utf-8") as handle:
+        first = json.loads(handle.readline())
+    absent = [key for key in _QUESTION_KEYS if key not in first]
+    if absent:
+        raise BFCLLayoutError(f"{question_file(category).name} rows lack {absent}; {FIX}")

@@ -91,7 +91,8 @@ class Problem:
 
 
 def _draw(rng: random.Random, horizon: int) -> Problem:
-    value, ops = rng.randint(1, 9), []
+    value = rng.randint(1, 9)
+    ops: list[tuple[str, int]] = []
     start = value
     while len(ops) < horizon:
         op, x = rng.choice(OPS), rng.randint(1, 9)
