@@ -23,8 +23,8 @@ from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap
 from verl.utils.dataset.rl_dataset import RLHFDataset
 from verl.workers.rollout.replica import TokenOutput
 
-from verl_sod.agent import STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY
-from verl_sod.agent.output import EXTRA_FIELDS_KEY
+from verl_sod.fields import AGENT_EXTRA_KEY as EXTRA_FIELDS_KEY
+from verl_sod.fields import STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY
 from verl_sod.tasks.bfcl import compute_score, data
 from verl_sod.tasks.bfcl.agent import BFCLAgentLoop
 from verl_sod.tasks.bfcl.env import Environment

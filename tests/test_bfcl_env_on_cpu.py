@@ -153,6 +153,8 @@ def test_reward_fields_reach_the_report_generically():
     def line(uid: str, turns: float, passed: float) -> dict:
         return {
             "uid": uid,
+            "input": "q",
+            "output": "a",
             "score": 0.0,
             "acc": 0.0,
             "data_source": "bfcl/multi_turn/base",

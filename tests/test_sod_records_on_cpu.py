@@ -255,6 +255,7 @@ def _trainer(monkeypatch, tmp_path, weighting: str, data, keys):
         "distillation.distillation_loss.sod_records_per_step=4",
     )
     trainer.global_steps = 5
+    trainer.tokenizer = None  # verl's trainer sets it in __init__, which this stand-in skips
     return trainer, fake, updates
 
 

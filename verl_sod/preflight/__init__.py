@@ -252,9 +252,34 @@ def _check_required(config: DictConfig, context: LaunchContext) -> None:
 
 
 def required_keys(config_file: str | os.PathLike) -> tuple[str, ...]:
-    """Dotted keys whose value is ``???`` in one config file (its ``defaults`` and ``hydra`` aside)."""
-    raw = OmegaConf.load(str(config_file))
-    return tuple(key for key in _missing(raw, "") if key.split(".")[0] not in ("defaults", "hydra"))
+    """Dotted keys whose value is ``???`` in one config file or in the verl_sod config files its
+    ``defaults`` list composes (e.g. the shared paper settings of a recipe), ``_global_`` packages."""
+    found: list[str] = []
+    for path in _composed_files(Path(config_file), depth=0):
+        raw = OmegaConf.load(str(path))
+        found += [k for k in _missing(raw, "") if k.split(".")[0] not in ("defaults", "hydra")]
+    return tuple(dict.fromkeys(found))
+
+
+def _composed_files(path: Path, depth: int) -> list[Path]:
+    """``path`` and, recursively, the files of verl_sod's config packages its defaults name."""
+    from importlib import resources
+
+    raw = OmegaConf.load(str(path))
+    roots = [Path(str(resources.files(pkg))) for pkg in ("verl_sod.config.recipes", "verl_sod.config")]
+    out = [path]
+    for entry in raw.get("defaults", []) if depth < 8 else []:
+        if isinstance(entry, str) and entry != "_self_":
+            candidates = [path.parent / f"{entry}.yaml"]
+        elif OmegaConf.is_dict(entry) and len(entry) == 1:
+            group, name = next(iter(entry.items()))
+            candidates = [root / str(group).lstrip("/") / f"{name}.yaml" for root in roots]
+        else:
+            continue
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is not None:
+            out += _composed_files(hit, depth + 1)
+    return out
 
 
 def _missing(node: Any, prefix: str) -> Iterable[str]:
