@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import Any, TypedDict
 
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
 from verl.experimental.agent_loop.tool_agent_loop import AgentData, AgentState, ToolAgentLoop
@@ -121,8 +121,9 @@ class SODToolAgentLoop(ToolAgentLoop):
         mask. Like verl's own synthetic padding rows, it gets one end-of-sequence token instead,
         which no step owns and nothing distils.
         """
-        eos = self.tokenizer.eos_token_id
-        token = int(eos if eos is not None else (self.tokenizer.pad_token_id or 0))
+        tok: Any = self.tokenizer  # verl annotates it as AutoTokenizer, the factory class
+        eos = tok.eos_token_id
+        token = int(eos if eos is not None else (tok.pad_token_id or 0))
         output.response_ids, output.response_mask = [token], [0]
         if output.response_logprobs is not None:
             output.response_logprobs = [0.0]
@@ -178,7 +179,8 @@ class SODToolAgentLoop(ToolAgentLoop):
         """``[<|im_end|>]`` when the last assistant turn (Qwen ChatML) stopped before its end token."""
         if not isinstance(self.continuous_token_builder, QwenContinuousTokenBuilder):
             return []
-        im_end = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        tok: Any = self.tokenizer  # verl annotates it as AutoTokenizer, the factory class
+        im_end = tok.convert_tokens_to_ids("<|im_end|>")
         ended = bool(runtime_token_ids) and runtime_token_ids[-1] == im_end
         last_turn_tokens = self._trace.turn_tokens[-1] if self._trace.turn_tokens else 0
         return [] if ended or not last_turn_tokens or not self._trace.last_merge_assistant else [im_end]
@@ -269,7 +271,12 @@ def _extend_logprobs(args: tuple, kwargs: dict, n: int) -> tuple[tuple, dict]:
     return args, kwargs
 
 
-def _timing(clock: ToolCallClock) -> dict[str, float]:
+class _Timing(TypedDict):
+    queue_s: float
+    active_s: float
+
+
+def _timing(clock: ToolCallClock) -> _Timing:
     """Queueing and working time of one call, seconds (recorded apart)."""
     return {"queue_s": round(clock.queue_s, 6), "active_s": round(clock.active_s, 6)}
 

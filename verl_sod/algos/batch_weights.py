@@ -171,7 +171,8 @@ def carried_step_weights(stats: SODStepStats, field: torch.Tensor, slot_BT: torc
     synthetic padding rows copy another row's fields) gets 0 whatever it carries.
     """
     B, K = stats.valid_BK.shape
-    lens_B = field.offsets().diff() if field.is_nested else torch.full((B,), field.shape[-1])
+    nested = field.is_nested
+    lens_B = field.offsets().diff() if nested else torch.full((B,), field.shape[-1])  # type: ignore[attr-defined]
     lens_B = lens_B.to(stats.valid_BK.device)
     bad_B = (lens_B != slots_needed_B(stats.valid_BK)) & stats.valid_BK.any(dim=1)
     if field.shape[0] != B or bool(bad_B.any()):

@@ -214,7 +214,7 @@ def position_median_weighting(stats: SODStepStats, ctx: StepWeightingContext) ->
 def step_outcomes_BK(step_outcomes: torch.Tensor, B: int, K: int) -> torch.Tensor:
     """int64 ``[B, K]`` outcome codes from a padded or nested per-row tensor, 0 (none) where missing."""
     if step_outcomes.is_nested:
-        lengths = step_outcomes.offsets().diff()
+        lengths = step_outcomes.offsets().diff()  # type: ignore[attr-defined]  # jagged; the stub lacks offsets()
         width = max(K, int(lengths.max()) if lengths.numel() else 0, 1)
         out_BN = step_outcomes.to_padded_tensor(0, output_size=(step_outcomes.size(0), width))
     else:

@@ -249,7 +249,7 @@ def add_agent_details(
             entry["type"] = STEP_TYPE_NAMES.get(types_BK[b][k], "normal")
             if isinstance(faults, list) and k < len(faults):
                 entry["fault"] = str(faults[k])
-            if d_content is not None:
+            if d_content is not None and counts is not None:
                 n = int(counts[b][k])
                 entry["content_tokens"] = n
                 entry["d_content"] = round(d_content[b][k], 6) if n else None

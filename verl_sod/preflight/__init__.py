@@ -266,6 +266,8 @@ def _composed_files(path: Path, depth: int) -> list[Path]:
     from importlib import resources
 
     raw = OmegaConf.load(str(path))
+    if not isinstance(raw, DictConfig):
+        return [path]
     roots = [Path(str(resources.files(pkg))) for pkg in ("verl_sod.config.recipes", "verl_sod.config")]
     out = [path]
     for entry in raw.get("defaults", []) if depth < 8 else []:

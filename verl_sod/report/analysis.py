@@ -198,8 +198,8 @@ def correctness(
     shares = {}
     for p in (*PATTERN_ORDER, "empty"):
         ts = [t for t, r in zip(trajectories, tab.right, strict=True) if t.pattern == p]
-        right = sum(bool(r) for t, r in zip(trajectories, tab.right, strict=True) if t.pattern == p)
-        shares[p] = {"n": len(ts), "right_frac": right / len(ts) if ts else float("nan")}
+        n_right = sum(bool(r) for t, r in zip(trajectories, tab.right, strict=True) if t.pattern == p)
+        shares[p] = {"n": len(ts), "right_frac": n_right / len(ts) if ts else float("nan")}
     out["right_frac_by_pattern"] = shares
     out["pattern_vs_tool"] = pattern_vs_tool(trajectories, tab)
     if n == 0 or tab.right[has].all() or not tab.right[has].any():
@@ -215,19 +215,15 @@ def correctness(
     min_w = np.full(len(trajectories), np.inf)
     np.maximum.at(max_d, tab.traj, tab.d)
     np.minimum.at(min_w, tab.traj, tab.w)
-    max_d, min_w, right = max_d[has], min_w[has], tab.right[has]
+    max_d, min_w = max_d[has], min_w[has]
+    right = tab.right[has]
     cl = traj_clusters(tab, cluster)[has]
     for name, v in (("max_d", max_d), ("min_w", min_w)):
-        out[f"r_{name}"] = bootstrap_estimate(
-            lambda i, v=v: point_biserial(v[i], right[i]), n, cl, reps, seed
-        ).to_dict()
-        out[f"diff_{name}"] = bootstrap_estimate(
-            lambda i, v=v: mean_diff(v[i], right[i]), n, cl, reps, seed
-        ).to_dict()
+        out[f"r_{name}"] = bootstrap_estimate(_paired(point_biserial, v, right), n, cl, reps, seed).to_dict()
+        out[f"diff_{name}"] = bootstrap_estimate(_paired(mean_diff, v, right), n, cl, reps, seed).to_dict()
         # AUROC of the value for separating wrong (flagged) from right trajectories
-        out[f"auroc_{name}_wrong"] = bootstrap_estimate(
-            lambda i, v=v: auroc(v[i], ~right[i]), n, cl, reps, seed
-        ).to_dict()
+        auroc_wrong = bootstrap_estimate(_paired(auroc, v, ~right), n, cl, reps, seed)
+        out[f"auroc_{name}_wrong"] = auroc_wrong.to_dict()
         out[f"{name}_right"] = mean_ci(v[right]).to_dict()
         out[f"{name}_wrong"] = mean_ci(v[~right]).to_dict()
     return out
@@ -279,3 +275,12 @@ def summarize(
 def estimate(d: dict[str, Any] | None) -> Estimate | None:
     """Back from a summary entry to an :class:`Estimate` (None stays None)."""
     return None if d is None else Estimate(d["value"], d["lo"], d["hi"], d["n"])
+
+
+def _paired(fn: Any, values: np.ndarray, flags: np.ndarray) -> Any:
+    """The statistic ``fn(values[i], flags[i])`` over resampled indices ``i``."""
+
+    def stat(i: np.ndarray) -> float:
+        return float(fn(values[i], flags[i]))
+
+    return stat

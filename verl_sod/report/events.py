@@ -12,6 +12,7 @@ and this report's bootstrap table (:func:`event_study`) both use it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,9 +91,18 @@ def event_study(
             for o in OFFSETS:
                 sel = (rows.recovered == (g == 0)) & (rows.offset == o)
                 x, cl = rows.values[v][sel], ids[rows.traj[sel]]
-                est = bootstrap_estimate(lambda i, x=x: float(x[i].mean()), x.size, cl, reps, seed)
+                est = bootstrap_estimate(_mean_of(x), x.size, cl, reps, seed)
                 if np.unique(cl).size < 2:  # one cluster: resampling it says nothing about spread
                     est = Estimate(est.value, float("nan"), float("nan"), est.n)
                 cells.append(est.to_dict())
             out[group][v] = cells
     return out
+
+
+def _mean_of(x: np.ndarray) -> Callable[[np.ndarray], float]:
+    """The statistic ``mean of x over the resampled indices``."""
+
+    def stat(i: np.ndarray) -> float:
+        return float(x[i].mean())
+
+    return stat

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -13,12 +13,17 @@ import numpy as np
 
 from verl_sod.report.records import StepTable
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 DPI = 110
 D_LABEL = "d_k  (mean |log p_S − log p_T|, nats/token)"
 COLORS = {"right": "tab:green", "wrong": "tab:red", "after_error": "tab:orange", "no_error": "tab:blue",
           "stable": "tab:green", "erroneous": "tab:red", "recovery": "tab:orange"}  # fmt: skip
-STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
-         "xtick.labelsize": 9, "ytick.labelsize": 9}  # fmt: skip
+STYLE: dict[RcKeyType, Any] = {
+    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
+    "xtick.labelsize": 9, "ytick.labelsize": 9,
+}  # fmt: skip
 
 
 def _save(fig: plt.Figure, path: Path, bottom: float = 0.0) -> Path:
@@ -35,7 +40,7 @@ def _step_axis(ax: plt.Axes, steps: np.ndarray) -> None:
         ax.set_xticks(steps)
         ax.set_xlim(steps.min() - 0.5, steps.max() + 0.5)
     else:
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]  # MaxNLocator's
 
 
 def _empty_note(ax: plt.Axes, text: str) -> None:
@@ -101,7 +106,7 @@ def plot_weights(tab: StepTable, summary: dict[str, Any], path: Path) -> Path:
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(8, 4.5))
         hi = max(1.25, float(np.max(tab.w, initial=1.0)), float(np.max(tab.w_applied, initial=1.0)))
-        bins = np.linspace(0.0, hi + 1e-9, 41)
+        bins = np.linspace(0.0, hi + 1e-9, 41).tolist()
         ax.hist(tab.w, bins=bins, color="tab:blue", alpha=0.6, label=f"w (divergence weight), n={tab.w.size}")
         text = f"attenuated (w < {cut:.2f}): {ws['attenuated_frac']:.1%} of steps by w"
         if ws["w_applied_differs"]:
@@ -169,20 +174,22 @@ def plot_tools(summary: dict[str, Any], path: Path) -> Path:
 
 
 def _forest(ax: plt.Axes, rows: list[tuple[str, dict[str, Any] | None]], xlabel: str, title: str) -> None:
-    rows = [(lab, e) for lab, e in rows if e is not None and np.isfinite(e["value"])]
+    shown: list[tuple[str, dict[str, Any]]] = [
+        (lab, e) for lab, e in rows if e is not None and np.isfinite(e["value"])
+    ]
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.axvline(0.0, color="0.4", linewidth=1)
-    if not rows:
+    if not shown:
         _empty_note(ax, "undefined: no tool errors / no contrast in the records")
         ax.set_yticks([])
         return
-    y = np.arange(len(rows))[::-1]
-    for yi, (_, e) in zip(y, rows, strict=True):
+    y = np.arange(len(shown))[::-1]
+    for yi, (_, e) in zip(y, shown, strict=True):
         err = [[e["value"] - e["lo"]], [e["hi"] - e["value"]]] if np.isfinite(e["lo"]) else None
         ax.errorbar(e["value"], yi, xerr=err, fmt="o", color="tab:purple", capsize=4)
-    ax.set_yticks(y, [f"{lab}\n(n={e['n']})" for lab, e in rows])
-    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_yticks(y, [f"{lab}\n(n={e['n']})" for lab, e in shown])
+    ax.set_ylim(-0.7, len(shown) - 0.3)
     ax.grid(alpha=0.3, axis="x")
 
 

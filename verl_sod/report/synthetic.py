@@ -82,7 +82,8 @@ def trajectory(
     outcomes = _outcomes(rng, int(rng.integers(2, 6)), spec)
     any_fail = any(o in ("error", "timeout") for o in outcomes)
     right = rng.random() < (spec.p_right_after_error if any_fail else spec.p_right)
-    steps, d0 = [], 0.0
+    steps: list[dict[str, Any]] = []
+    d0 = 0.0
     for k, outcome in enumerate(outcomes):
         prev_failed = k > 0 and outcomes[k - 1] in ("error", "timeout")
         d = spec.base + abs(rng.normal(0.0, spec.noise))
@@ -194,7 +195,8 @@ def agent_trajectory(rng: np.random.Generator, step: int, i: int, spec: AgentSpe
     corrupt = any(f == "corrupt" for _, f in calls)
     p_ok = (1 - spec.success_drop_per_h * h) * (spec.fault_penalty if failed else 1.0)
     success = completed and not corrupt and rng.random() < p_ok
-    steps, d0 = [], 0.0
+    steps: list[dict[str, Any]] = []
+    d0 = 0.0
     for k, (outcome, fault) in enumerate(calls):
         d = spec.base + abs(rng.normal(0.0, spec.noise))
         d += spec.failed_effect * (outcome in ("error", "timeout"))
