@@ -25,6 +25,7 @@ from verl_sod.tasks.chain_calc.task import (
     correct_trajectory,
     make_problems,
     prompt_messages,
+    sft_problems,
 )
 from verl_sod.tiny import assets, sft
 
@@ -36,8 +37,8 @@ STUDENT_SFT = sft.SFTSpec(assets.STUDENT, steps=440)
 
 
 def conversations(n: int, seed: int) -> list[list[dict[str, Any]]]:
-    """``n`` correct tool trajectories of the ``sft`` split (the SFT data of both models)."""
-    return [correct_trajectory(p) for p in make_problems(n, seed=seed, split="sft")]
+    """``n`` correct tool trajectories (the SFT data of both models, :func:`task.sft_problems`)."""
+    return [correct_trajectory(p) for p in sft_problems(n, seed=seed)]
 
 
 def prepare_models() -> tuple[Path, Path]:
