@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 
 # verl imports this module before its plugins (VERL_USE_EXTERNAL_MODULES comes first in
-# verl/__init__): register verl_sod (the cpu platform above all) before verl's trainer imports.
-import verl_sod.register  # noqa: F401  isort: skip
+# verl/__init__): register the cpu platform before verl's trainer imports resolve the platform.
+# Only the platform: in a worker whose first import was verl_sod.cpu.hf_rollout (a Ray actor being
+# unpickled), importing verl_sod.register here would meet that module half-initialised; verl's own
+# plugin load of verl_sod.register follows this module anyway.
+import verl_sod.cpu.platform  # noqa: F401  isort: skip
 from verl.trainer.ppo.v1.trainer_base import register_trainer
 
 from verl_sod.diagnostics.trainer import SODRecordsTrainer
