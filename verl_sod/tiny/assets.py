@@ -24,6 +24,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -129,14 +130,26 @@ def build_tokenizer(out_dir: Path | None = None, extra_tokens: tuple[str, ...] =
 def build_model(spec: TinyModelSpec, out_dir: Path | None = None, extra_tokens: tuple[str, ...] = ()) -> Path:
     """Save (once) a randomly initialised tiny Qwen3 model sharing the chat tokenizer; return its dir."""
     import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
     tok = build_tokenizer(extra_tokens=extra_tokens)
     key = {**asdict(spec), "v": len(tok), **({"x": list(extra_tokens)} if extra_tokens else {})}
     out_dir = Path(out_dir or cache_root() / f"qwen3-tiny-{_key(key)}")
     if (out_dir / "config.json").exists():
         return out_dir
-    config = Qwen3Config(
+    config = qwen3_config(spec, tok, bos_token_id=tok.convert_tokens_to_ids("<|im_start|>"))
+    torch.manual_seed(spec.seed)
+    model = Qwen3ForCausalLM(config)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+def qwen3_config(spec: TinyModelSpec, tok: Any, **token_ids: Any) -> Any:
+    """Tiny Qwen3 config of ``spec`` on ``tok``'s vocabulary; eos and pad from ``tok``."""
+    from transformers import Qwen3Config
+
+    return Qwen3Config(
         vocab_size=len(tok),
         hidden_size=spec.hidden_size,
         num_hidden_layers=spec.num_hidden_layers,
@@ -146,12 +159,7 @@ def build_model(spec: TinyModelSpec, out_dir: Path | None = None, extra_tokens: 
         intermediate_size=spec.intermediate_size,
         max_position_embeddings=spec.max_position_embeddings,
         tie_word_embeddings=True,
-        bos_token_id=tok.convert_tokens_to_ids("<|im_start|>"),
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        **token_ids,
     )
-    torch.manual_seed(spec.seed)
-    model = Qwen3ForCausalLM(config)
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    return out_dir

