@@ -145,8 +145,8 @@ def build_model(spec: TinyModelSpec, out_dir: Path | None = None, extra_tokens: 
     return out_dir
 
 
-def qwen3_config(spec: TinyModelSpec, tok: Any, **token_ids: Any) -> Any:
-    """Tiny Qwen3 config of ``spec`` on ``tok``'s vocabulary; eos and pad from ``tok``."""
+def qwen3_config(spec: Any, tok: Any, **token_ids: Any) -> Any:
+    """Tiny Qwen3 config of a model spec (hidden size, layers, heads...) on ``tok``'s vocabulary."""
     from transformers import Qwen3Config
 
     return Qwen3Config(
