@@ -150,3 +150,26 @@ def test_task_shape_and_launch_overrides():
     assert f"data.max_response_length={b.max_response_length}" in out
     assert f"actor_rollout_ref.rollout.multi_turn.max_assistant_turns={b.max_assistant_turns}" in out
     assert Path(TOOL_CONFIG).is_file()
+
+
+def test_prepare_inputs_takes_a_study_specs_plain_values(tmp_path, monkeypatch):
+    """A study spec's ``task.inputs`` are YAML values: lists of horizons, fault rates as mappings."""
+    from verl_sod.tasks import long_horizon
+    from verl_sod.tasks.long_horizon import models
+
+    monkeypatch.setattr(
+        models, "prepare_models", lambda: {"student": "S", "teacher": "T", "teacher_clean": "C"}
+    )
+    got = long_horizon.prepare_inputs(
+        tmp_path, n_val=6, n_train=8, horizons=[2, 4], faults={"p_flaky": 0.2}, val_horizons=[8],
+        val_faults={"probe_call": -1, "probe_kind": "timeout"},
+    )  # fmt: skip
+    assert got["horizon"] == "8" and got["student"] == "S"
+    train, val = pd.read_parquet(got["train"]), pd.read_parquet(got["val"])
+    assert sorted({int(h) for h in train["extra_info"].map(lambda e: e["horizon"])}) == [2, 4]
+    assert {int(h) for h in val["extra_info"].map(lambda e: e["horizon"])} == {8}
+    kw = train.iloc[0]["extra_info"]["tools_kwargs"]["calc"]["create_kwargs"]
+    assert kw["p_flaky"] == pytest.approx(0.2)
+    assert set(val["extra_info"].map(lambda e: e["fault_mode"])) == {"probe"}
+    with pytest.raises(ValueError, match="long_horizon faults: .*FaultConfig fields"):
+        long_horizon.prepare_inputs(tmp_path, faults={"p_flakey": 0.2})

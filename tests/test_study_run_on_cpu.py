@@ -52,6 +52,12 @@ BAD = [
     (lambda d: d["train"].update(overrides=["not an override"]), "is not a hydra override"),
     (lambda d: d.update(power={"power": 1.5}), "power.power: must be a number in (0.0, 1.0)"),
     (lambda d: d.update(arms=[d["arms"][0]]), "at least 2 arms"),
+    (
+        lambda d: d["task"].update(inputs={"horizons": [4]}),
+        "task.inputs: ['horizons'] not accepted by chain_calc",
+    ),
+    (lambda d: d["task"].update(inputs={"n_val": 3}), "the study sets n_val"),
+    (lambda d: d["task"].update(inputs=[1]), "task.inputs: must map argument names"),
 ]
 
 
@@ -97,8 +103,9 @@ class FakeLauncher:
         self.calls: list[tuple[str, Path]] = []
         self.crash_at, self.fail_at = crash_at, fail_at
 
-    def __call__(self, preset, run_dir, steps, n_val, extra, task):
+    def __call__(self, preset, run_dir, steps, n_val, extra, task, inputs):
         self.calls.append((preset, run_dir))
+        self.inputs = inputs
         run_dir.mkdir(parents=True)
         (run_dir / "partial.txt").write_text("started")
         if len(self.calls) == self.crash_at:
@@ -114,6 +121,17 @@ class FakeLauncher:
                  "step": steps, "uid": "x"} for p in range(n_val) for _ in range(2)]  # fmt: skip
         (run_dir / "val" / f"{steps}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         return RunResult(0, [], run_dir / "train.log", run_dir / "metrics.jsonl", 2.0)
+
+
+def test_task_inputs_reach_the_launcher_and_the_summary(tmp_path):
+    inputs = {"horizons": [4, 8], "faults": {"p_flaky": 0.1}, "val_horizons": [8]}
+    spec = parse_spec(_spec(task={"name": "long_horizon", "inputs": inputs}, seeds=[0]))
+    assert spec.task.inputs == inputs and spec.to_dict()["task"]["inputs"] == inputs
+    fake = FakeLauncher()
+    run_study(spec, tmp_path, fake, lambda _: None)
+    assert fake.inputs == inputs
+    summary = json.loads((tmp_path / "summaries" / "sod-seed0.json").read_text())
+    assert summary["task_inputs"] == inputs
 
 
 def test_full_run_then_rerun_does_nothing(tmp_path):

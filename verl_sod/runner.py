@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,8 +154,12 @@ def run_cpu_training(
     task: str = "chain_calc",
     on_start: Callable[[subprocess.Popen], None] | None = None,
     keep_metrics: bool = False,
+    task_inputs: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Run ``preset`` on ``task`` for ``steps`` steps on CPU with the task's tiny models.
+
+    ``task_inputs`` are keyword arguments of the task's ``prepare_inputs`` (e.g. long_horizon's
+    ``horizons`` and ``faults``), used to write the run's data.
 
     ``recipe=True`` launches ``recipes/<preset>/<preset>.yaml`` scaled down by ``platform=cpu
     task=<task>`` (the CPU variant of the paper recipe) instead of the preset alone.
@@ -164,7 +168,7 @@ def run_cpu_training(
     from verl_sod.tasks import load_task
 
     out = Path(out_dir).resolve()
-    inputs = load_task(task).prepare_inputs(out / "data", n_val=n_val)
+    inputs = load_task(task).prepare_inputs(out / "data", n_val=n_val, **dict(task_inputs or {}))
     args = [
         *(recipe_args(preset) if recipe else []),
         *cpu_overrides(preset, task, inputs, steps, validate, recipe),

@@ -40,15 +40,23 @@ SEED_KEYS = ("data.seed", "actor_rollout_ref.actor.data_loader_seed", "actor_rol
 SOD_SEED_KEY = "distillation.distillation_loss.sod_random_seed"
 LOSS = "distillation.distillation_loss"
 
-#: (preset, run_dir, steps, n_val, extra overrides, task) -> RunResult; tests inject a fake
-Launcher = Callable[[str, Path, int, int, list[str], str], RunResult]
+#: (preset, run_dir, steps, n_val, extra overrides, task, task inputs) -> RunResult; tests inject a fake
+Launcher = Callable[[str, Path, int, int, list[str], str, dict[str, Any]], RunResult]
 
 
 def default_launcher(
-    preset: str, run_dir: Path, steps: int, n_val: int, extra: list[str], task: str
+    preset: str, run_dir: Path, steps: int, n_val: int, extra: list[str], task: str, inputs: dict[str, Any]
 ) -> RunResult:
     return run_cpu_training(
-        preset, run_dir, steps=steps, validate=True, extra=extra, echo=False, n_val=n_val, task=task
+        preset,
+        run_dir,
+        steps=steps,
+        validate=True,
+        extra=extra,
+        echo=False,
+        n_val=n_val,
+        task=task,
+        task_inputs=inputs,
     )
 
 
@@ -128,7 +136,15 @@ def run_one(spec: StudySpec, arm: Arm, seed: int, out: Path, launch: Launcher) -
     if run_dir.exists():
         shutil.rmtree(run_dir)
     extra = run_overrides(spec, arm, seed, run_dir)
-    result = launch(arm.preset, run_dir, spec.train.steps, spec.evaluation.problems, extra, spec.task.name)
+    result = launch(
+        arm.preset,
+        run_dir,
+        spec.train.steps,
+        spec.evaluation.problems,
+        extra,
+        spec.task.name,
+        spec.task.inputs,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"run {rid} failed (exit {result.returncode}); log: {result.log_path}")
     identity = {
@@ -138,6 +154,7 @@ def run_one(spec: StudySpec, arm: Arm, seed: int, out: Path, launch: Launcher) -
         "preset": arm.preset,
         "weighting": arm.weighting,
         "task": spec.task.name,
+        "task_inputs": spec.task.inputs,
         "steps": spec.train.steps,
         "overrides": extra,
         "seconds": round(result.seconds, 1),

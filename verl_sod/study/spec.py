@@ -3,7 +3,7 @@
 A spec is a YAML file (see ``docs/studies/long-horizon-sod/spec.yaml``)::
 
     name: smoke                       # the study's name (default output dir outputs/studies/NAME)
-    task: {name: chain_calc, overrides: [], seed_overrides: []}
+    task: {name: chain_calc, overrides: [], seed_overrides: [], inputs: {}}
     arms:                             # preset + (for preset sod) a registered step weighting
       - {name: grpo, preset: grpo}
       - {name: uniform, preset: sod, weighting: uniform}
@@ -46,6 +46,8 @@ class TaskSetting:
     overrides: tuple[str, ...] = ()
     #: overrides formatted with ``{seed}`` per run (e.g. a task's own fault seed)
     seed_overrides: tuple[str, ...] = ()
+    #: keyword arguments of the task's ``prepare_inputs`` (its data: e.g. horizons, fault rates)
+    inputs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -184,17 +186,40 @@ def _overrides(obj: Any, where: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------- sections
 
 
+def _task_inputs(obj: Any, task: str) -> dict[str, Any]:
+    """``task.inputs``: keyword arguments its ``prepare_inputs`` accepts (not ``data_dir``/``n_val``,
+    which the study sets)."""
+    import inspect
+
+    from verl_sod.tasks import load_task
+
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+        raise SpecError(f"task.inputs: must map argument names to values, got {obj!r}")
+    params = inspect.signature(load_task(task).prepare_inputs).parameters
+    allowed = sorted(set(params) - {"data_dir", "n_val"})
+    unknown = sorted(set(obj) - set(allowed))
+    if unknown:
+        raise SpecError(
+            f"task.inputs: {unknown} not accepted by {task}'s prepare_inputs; allowed: {allowed} "
+            "(the study sets n_val from evaluation.problems)"
+        )
+    return dict(obj)
+
+
 def _task(obj: Any) -> TaskSetting:
     from verl_sod.tasks import TASKS
 
-    m = _mapping(obj, "task", {"name", "overrides", "seed_overrides"}, {"name"})
+    m = _mapping(obj, "task", {"name", "overrides", "seed_overrides", "inputs"}, {"name"})
     if m["name"] not in TASKS:
         raise SpecError(f"task.name: unknown task {m['name']!r}; registered: {sorted(TASKS)}")
     seeded = _overrides(m.get("seed_overrides"), "task.seed_overrides")
     for i, o in enumerate(seeded):
         if "{seed}" not in o:
             raise SpecError(f"task.seed_overrides[{i}]: {o!r} has no {{seed}} placeholder")
-    return TaskSetting(m["name"], _overrides(m.get("overrides"), "task.overrides"), seeded)
+    inputs = _task_inputs(m.get("inputs"), m["name"])
+    return TaskSetting(m["name"], _overrides(m.get("overrides"), "task.overrides"), seeded, inputs)
 
 
 def _arm(obj: Any, i: int) -> Arm:

@@ -14,6 +14,7 @@ rendered sample conversation), so a change of task text, tool schema or chat tem
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -39,6 +40,40 @@ class SFTSpec:
     # against the format tokens, which are learnt in a few steps and would otherwise dominate.
     content_weight: float = 5.0
     version: int = 2  # bump when the task or the data layout changes
+    # Cosine decay of the learning rate to ``lr * min_lr_ratio`` after the warm-up (False: constant,
+    # the historical schedule, which leaves a long SFT at a noisy loss).
+    cosine: bool = False
+    min_lr_ratio: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"SFTSpec: steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}"
+            )
+        if not (self.lr > 0 and self.content_weight > 0 and 0 <= self.min_lr_ratio <= 1):
+            raise ValueError(
+                "SFTSpec: need lr > 0, content_weight > 0 and 0 <= min_lr_ratio <= 1, got "
+                f"{self.lr}, {self.content_weight}, {self.min_lr_ratio}"
+            )
+
+
+def _lr_factor(spec: SFTSpec, step: int) -> float:
+    """Linear warm-up over 20 steps, then constant or cosine down to ``spec.min_lr_ratio``."""
+    warm = min(1.0, (step + 1) / 20)
+    if not spec.cosine:
+        return warm
+    progress = min(1.0, step / max(1, spec.steps - 1))
+    return warm * (spec.min_lr_ratio + (1 - spec.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _cache_fields(spec: SFTSpec) -> dict[str, Any]:
+    """The spec as it keys the cache; schedule fields only when not the historical constant lr, so
+    models trained before the schedule existed keep their keys."""
+    fields = asdict(spec)
+    if not spec.cosine:
+        fields.pop("cosine")
+        fields.pop("min_lr_ratio")
+    return fields
 
 
 def encode_trajectory(
@@ -110,7 +145,7 @@ def train(
 
     tok = assets.build_tokenizer(extra_tokens=extra_tokens)
     sample = tok.apply_chat_template(conversations(1, 0)[0], tools=tools, tokenize=False)
-    payload: dict[str, Any] = {"sft": asdict(spec), "sample": sample}
+    payload: dict[str, Any] = {"sft": _cache_fields(spec), "sample": sample}
     if extra_tokens or n_conversations != 512:  # keeps the historical keys of the default setup
         payload.update(x=list(extra_tokens), n=n_conversations)
     out = assets.cache_root() / f"sft-{name}-{assets._key(payload)}"
@@ -125,7 +160,7 @@ def train(
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()
     optim = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / 20))
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: _lr_factor(spec, s))
     batches = _batches(examples, spec.batch_size, tok.pad_token_id, torch.Generator().manual_seed(spec.seed))
     t0 = time.time()
     for step in range(1, spec.steps + 1):

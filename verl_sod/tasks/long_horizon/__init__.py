@@ -9,7 +9,9 @@ tiny models in :mod:`.models`; the config group option ``task=long_horizon`` is
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from verl_sod.tasks.long_horizon.env import FaultConfig
 from verl_sod.tasks.long_horizon.task import DATA_SOURCE, compute_score, final_answer, write_parquet
@@ -21,22 +23,47 @@ DEFAULT_FAULTS = FaultConfig(p_flaky=0.08, p_timeout=0.04, p_corrupt=0.02)
 __all__ = ["DATA_SOURCE", "NAME", "compute_score", "final_answer", "launch_overrides", "prepare_inputs"]
 
 
+def _faults(value: FaultConfig | Mapping[str, Any] | None, where: str) -> FaultConfig | None:
+    """A :class:`FaultConfig`, also from a plain mapping (a study spec's ``task.inputs``)."""
+    if value is None or isinstance(value, FaultConfig):
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"long_horizon {where}: expected a FaultConfig or a mapping, got {value!r}")
+    try:
+        return FaultConfig(**value)
+    except TypeError as exc:
+        raise ValueError(
+            f"long_horizon {where}: {exc} (FaultConfig fields: {FaultConfig.__annotations__})"
+        ) from None
+
+
 def prepare_inputs(
     data_dir: str | Path,
     n_val: int = 32,
     n_train: int = 1024,
-    horizons: tuple[int, ...] = (8,),
-    faults: FaultConfig = DEFAULT_FAULTS,
-    val_faults: FaultConfig | None = None,
+    horizons: Sequence[int] = (8,),
+    faults: FaultConfig | Mapping[str, Any] = DEFAULT_FAULTS,
+    val_faults: FaultConfig | Mapping[str, Any] | None = None,
+    val_horizons: Sequence[int] | None = None,
 ) -> dict[str, str]:
-    """SFT'd student and teachers (cached) and the task's parquet files (H = 8 with faults by default)."""
+    """SFT'd student and teachers (cached) and the task's parquet files (H = 8 with faults by default;
+    validation uses ``val_horizons`` / ``val_faults`` when given, else the training settings)."""
     from verl_sod.tasks.long_horizon.models import prepare_models
 
+    train_h = tuple(int(h) for h in horizons)
+    val_h = tuple(int(h) for h in val_horizons) if val_horizons is not None else train_h
+    train_f, val_f = _faults(faults, "faults"), _faults(val_faults, "val_faults")  # bad values fail first
     models = {k: str(v) for k, v in prepare_models().items()}
     paths = write_parquet(
-        data_dir, n_train=n_train, n_val=n_val, horizons=horizons, faults=faults, val_faults=val_faults
+        data_dir,
+        n_train=n_train,
+        n_val=n_val,
+        horizons=train_h,
+        faults=train_f,
+        val_faults=val_f,
+        val_horizons=val_h,
     )
-    return {**models, **paths, "horizon": str(max(horizons))}
+    return {**models, **paths, "horizon": str(max(train_h + val_h))}
 
 
 def launch_overrides(inputs: dict[str, str]) -> list[str]:

@@ -194,16 +194,22 @@ def write_parquet(
     faults: FaultConfig | None = None,
     val_faults: FaultConfig | None = None,
     seed: int = 0,
+    val_horizons: tuple[int, ...] | None = None,
 ) -> dict[str, str]:
-    """``train.parquet`` and ``val.parquet`` (disjoint hash splits, no duplicates); their paths."""
+    """``train.parquet`` and ``val.parquet`` (disjoint hash splits, no duplicates); their paths.
+    Validation uses ``val_horizons`` when given, else ``horizons``."""
     import pandas as pd
 
     faults = faults or FaultConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
-    for split, n, cfg in (("train", n_train, faults), ("val", n_val, val_faults or faults)):
-        problems = make_problems(n, seed=seed + 1000, horizons=horizons, split=split)
+    settings = (
+        ("train", n_train, faults, horizons),
+        ("val", n_val, val_faults or faults, val_horizons or horizons),
+    )
+    for split, n, cfg, hs in settings:
+        problems = make_problems(n, seed=seed + 1000, horizons=hs, split=split)
         path = out / f"{split}.parquet"
         pd.DataFrame([_row(p, i, split, cfg) for i, p in enumerate(problems)]).to_parquet(path)
         paths[split] = str(path)
