@@ -158,7 +158,13 @@ def test_prepare_inputs_takes_a_study_specs_plain_values(tmp_path, monkeypatch):
     from verl_sod.tasks.long_horizon import models
 
     monkeypatch.setattr(
-        models, "prepare_models", lambda: {"student": "S", "teacher": "T", "teacher_clean": "C"}
+        models,
+        "prepare_models",
+        lambda clean_teacher=False: {
+            "student": "S",
+            "teacher": "T",
+            **({"teacher_clean": "C"} if clean_teacher else {}),
+        },
     )
     got = long_horizon.prepare_inputs(
         tmp_path, n_val=6, n_train=8, horizons=[2, 4], faults={"p_flaky": 0.2}, val_horizons=[8],
@@ -171,5 +177,8 @@ def test_prepare_inputs_takes_a_study_specs_plain_values(tmp_path, monkeypatch):
     kw = train.iloc[0]["extra_info"]["tools_kwargs"]["calc"]["create_kwargs"]
     assert kw["p_flaky"] == pytest.approx(0.2)
     assert set(val["extra_info"].map(lambda e: e["fault_mode"])) == {"probe"}
-    with pytest.raises(ValueError, match="long_horizon faults: .*FaultConfig fields"):
+    with pytest.raises(ValueError, match=r"long_horizon faults: .*FaultConfig fields"):
         long_horizon.prepare_inputs(tmp_path, faults={"p_flakey": 0.2})
+    assert long_horizon.prepare_inputs(tmp_path / "c", n_val=2, n_train=2, teacher="clean")["teacher"] == "C"
+    with pytest.raises(ValueError, match="long_horizon teacher: 'dirty'"):
+        long_horizon.prepare_inputs(tmp_path, teacher="dirty")

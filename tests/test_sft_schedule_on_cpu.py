@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from verl_sod.tiny import assets, sft
@@ -21,7 +23,7 @@ def test_cosine_decays_to_the_floor():
     factors = [sft._lr_factor(spec, s) for s in range(200)]
     assert factors[0] < factors[19]
     after = factors[19:]
-    assert all(a >= b for a, b in zip(after, after[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(after))
     assert factors[-1] == pytest.approx(0.1) and factors[100] == pytest.approx(0.55, abs=0.01)
 
 

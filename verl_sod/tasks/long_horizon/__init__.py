@@ -20,6 +20,8 @@ NAME = "long_horizon"
 TOOL_CONFIG = str(Path(__file__).resolve().parents[2] / "config" / "tools" / "long_horizon.yaml")
 #: the fault rates of a default run (per call: busy, time-out, silent corruption)
 DEFAULT_FAULTS = FaultConfig(p_flaky=0.08, p_timeout=0.04, p_corrupt=0.02)
+#: the teachers ``prepare_inputs`` can hand the run (``docs/long-horizon.md``, "Models")
+TEACHERS = ("fault", "clean")
 __all__ = ["DATA_SOURCE", "NAME", "compute_score", "final_answer", "launch_overrides", "prepare_inputs"]
 
 
@@ -45,15 +47,22 @@ def prepare_inputs(
     faults: FaultConfig | Mapping[str, Any] = DEFAULT_FAULTS,
     val_faults: FaultConfig | Mapping[str, Any] | None = None,
     val_horizons: Sequence[int] | None = None,
+    teacher: str = "fault",
 ) -> dict[str, str]:
-    """SFT'd student and teachers (cached) and the task's parquet files (H = 8 with faults by default;
-    validation uses ``val_horizons`` / ``val_faults`` when given, else the training settings)."""
+    """SFT'd student and teacher (cached) and the task's parquet files (H = 8 with faults by default;
+    validation uses ``val_horizons`` / ``val_faults`` when given, else the training settings).
+    ``teacher``: ``fault`` (trained with faults and supervised recovery) or ``clean`` (clean
+    trajectories only, the mechanism contrast); it becomes ``inputs["teacher"]``."""
+    if teacher not in TEACHERS:
+        raise ValueError(f"long_horizon teacher: {teacher!r} is not one of {TEACHERS}")
     from verl_sod.tasks.long_horizon.models import prepare_models
 
     train_h = tuple(int(h) for h in horizons)
     val_h = tuple(int(h) for h in val_horizons) if val_horizons is not None else train_h
     train_f, val_f = _faults(faults, "faults"), _faults(val_faults, "val_faults")  # bad values fail first
-    models = {k: str(v) for k, v in prepare_models().items()}
+    models = {k: str(v) for k, v in prepare_models(clean_teacher=teacher == "clean").items()}
+    if teacher == "clean":
+        models["teacher"] = models.pop("teacher_clean")
     paths = write_parquet(
         data_dir,
         n_train=n_train,

@@ -79,13 +79,16 @@ def _train(spec: sft.SFTSpec, name: str, fn) -> Path:
     )
 
 
-def prepare_models() -> dict[str, Path]:
-    """``{"student", "teacher", "teacher_clean"}`` model dirs (trained once, then cached)."""
-    return {
+def prepare_models(clean_teacher: bool = False) -> dict[str, Path]:
+    """``{"student", "teacher"}`` model dirs (trained once, then cached); with ``clean_teacher`` also
+    ``"teacher_clean"`` (trained only when asked: the mechanism contrast)."""
+    models = {
         "teacher": _train(TEACHER_SFT, "lh-teacher", fault_conversations),
-        "teacher_clean": _train(TEACHER_SFT, "lh-teacher-clean", clean_conversations),
         "student": _train(STUDENT_SFT, "lh-student", student_conversations),
     }
+    if clean_teacher:
+        models["teacher_clean"] = _train(TEACHER_SFT, "lh-teacher-clean", clean_conversations)
+    return models
 
 
 def _parse_call(turn: str) -> dict[str, Any] | None:
