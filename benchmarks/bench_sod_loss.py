@@ -19,6 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sod_weights import agentic_batch
+from builders import nested
 from helpers import TEACHER_OVERRIDES
 from tensordict import TensorDict
 from verl.trainer.distillation.losses import distillation_loss
@@ -31,10 +32,6 @@ from verl_sod.presets import compose
 
 PROMPT_LEN = 256
 GOAL = 1.05
-
-
-def _nested(rows: list[torch.Tensor]) -> torch.Tensor:
-    return torch.nested.as_nested_tensor(rows, layout=torch.jagged)
 
 
 def micro_batch(B: int, T: int) -> tuple[TensorDict, torch.Tensor, torch.Tensor]:
@@ -53,13 +50,13 @@ def micro_batch(B: int, T: int) -> tuple[TensorDict, torch.Tensor, torch.Tensor]
     offsets = torch.tensor([0] + [len(s) for s in seqs]).cumsum(0)
     data = TensorDict(
         {
-            "prompts": _nested([torch.ones(PROMPT_LEN, dtype=torch.long)] * B),
-            "responses": _nested([torch.ones(n, dtype=torch.long) for n in lengths]),
-            "response_mask": _nested([mask[b, :n] for b, n in enumerate(lengths)]),
-            "old_log_probs": _nested([student[b, :n] for b, n in enumerate(lengths)]),
-            "teacher_logprobs": _nested([full_seq(teacher, b).unsqueeze(-1) for b in range(B)]),
-            "advantages": _nested([torch.zeros(n) for n in lengths]),
-            STEP_IDS_KEY: _nested([step_ids[b, :n] for b, n in enumerate(lengths)]),
+            "prompts": nested([torch.ones(PROMPT_LEN, dtype=torch.long)] * B),
+            "responses": nested([torch.ones(n, dtype=torch.long) for n in lengths]),
+            "response_mask": nested([mask[b, :n] for b, n in enumerate(lengths)]),
+            "old_log_probs": nested([student[b, :n] for b, n in enumerate(lengths)]),
+            "teacher_logprobs": nested([full_seq(teacher, b).unsqueeze(-1) for b in range(B)]),
+            "advantages": nested([torch.zeros(n) for n in lengths]),
+            STEP_IDS_KEY: nested([step_ids[b, :n] for b, n in enumerate(lengths)]),
         },
         batch_size=[B],
     )

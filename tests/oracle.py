@@ -21,6 +21,16 @@ def random_multiturn_mask(B: int, T: int, gen: torch.Generator, max_turns: int =
     return mask
 
 
+def random_sod_batch(
+    gen: torch.Generator, B: int = 16, T: int = 64, scale: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(student, teacher, mask) [B, T]: random log-probs, teacher = student + scale * noise."""
+    mask = random_multiturn_mask(B, T, gen)
+    student = -torch.rand(B, T, generator=gen) * 3
+    teacher = student + torch.randn(B, T, generator=gen) * scale
+    return student, teacher, mask
+
+
 def oracle_row_step_ids(mask_row, ids_row=None) -> list[int]:
     """Step index of every token of one row (-1 outside assistant tokens), by a plain loop: the
     maximal runs of mask 1 when ``ids_row`` is None, else the given ids on assistant tokens."""
@@ -34,6 +44,30 @@ def oracle_row_step_ids(mask_row, ids_row=None) -> list[int]:
         if m[i]:
             ids[i] = k
     return ids
+
+
+def oracle_step_types(row: list[int]) -> list[str]:
+    """Step type of every step of one row from its tool-outcome codes, by a plain loop over the
+    definitions in ``verl_sod.fields`` (failed call, recovery, after a failure, normal)."""
+    # imported here: benchmarks/gpu_check.py imports this module with torch and verl_sod.algos only
+    from verl_sod.fields import OUTCOME_CODES, STEP_TYPES
+
+    none, ok, err, timeout = (OUTCOME_CODES[o] for o in ("none", "ok", "error", "timeout"))
+    normal, failed_call, after, recovery = STEP_TYPES
+    out, last_call_failed = [], False
+    for k, code in enumerate(row):
+        failed = code in (err, timeout)
+        if failed:
+            out.append(failed_call)
+        elif code == ok and last_call_failed:
+            out.append(recovery)
+        elif k > 0 and row[k - 1] in (err, timeout):
+            out.append(after)
+        else:
+            out.append(normal)
+        if code != none:
+            last_call_failed = failed
+    return out
 
 
 def oracle_sod_weights(student, teacher, mask, epsilon=1e-6, delta=0.2, min_weight=0.0, step_ids=None):

@@ -1,6 +1,6 @@
 """``sod_tool_agent`` driven end to end by a scripted fake LLM server (no Ray, no model).
 
-The fake server has the ``generate`` interface verl's ``AgentLoopBase`` calls
+The fake server (tests/scripted_agent.py) has the ``generate`` interface verl's ``AgentLoopBase`` calls
 (``server_manager.generate(request_id, prompt_ids=..., sampling_params=..., ...) -> TokenOutput``)
 and returns scripted assistant turns tokenised with the tiny byte-level Qwen3-style tokenizer.
 The code_interpreter tool runs on a fake executor, so every outcome is deterministic.
@@ -9,20 +9,16 @@ The code_interpreter tool runs on a fake executor, so every outcome is determini
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
 import torch
+from builders import agent_loss_batch
 from helpers import fake_result
-from omegaconf import OmegaConf
-from tensordict import TensorDict
-from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap
-from verl.utils.dataset.rl_dataset import RLHFDataset
+from scripted_agent import FakeExecutor, ScriptedServer, hermes_call, make_loop, run_script
 from verl.utils.tensordict_utils import list_of_dict_to_tensordict
 from verl.workers.rollout.replica import TokenOutput
 
-from verl_sod.agent import SODToolAgentLoop
 from verl_sod.fields import AGENT_EXTRA_KEY as EXTRA_FIELDS_KEY
 from verl_sod.fields import STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY
 from verl_sod.sandbox.result import SandboxResult
@@ -32,53 +28,15 @@ from verl_sod.tools import CodeInterpreterTool
 OK, ERR, TIMEOUT, NONE = "ok", "error", "timeout", "none"
 
 
-class FakeExecutor:
-    """Answers by the code's content: ``raise`` fails, ``while True`` times out, else prints 42."""
-
-    def __init__(self) -> None:
-        self.codes: list[str] = []
-
-    async def run(self, code: str, stdin: str | None = None, timeout_s: float | None = None) -> SandboxResult:
-        self.codes.append(code)
-        if "raise" in code:
-            return fake_result(
-                "error", stderr="Traceback (most recent call last):\nValueError: boom\n", exit_code=1
-            )
-        if "while True" in code:
-            return fake_result("timeout", stderr="[killed]", exit_code=None, duration_s=1.0)
-        return fake_result("ok", stdout="42\n")
-
-
-class ScriptedServer:
-    """verl server-manager stand-in: returns the scripted turns in order, with log-probs."""
-
-    def __init__(self, tok: Any, turns: list[str]) -> None:
-        self.tok, self.turns = tok, turns
-        self.im_end = tok.convert_tokens_to_ids("<|im_end|>")
-        self.prompts: list[list[int]] = []
-        self.generated: list[list[int]] = []
-
-    async def generate(self, request_id: str, *, prompt_ids: list[int], sampling_params: dict, **_: Any):
-        text = self.turns[len(self.generated)]
-        ids = [*self.tok.encode(text, add_special_tokens=False), self.im_end]
-        self.prompts.append(list(prompt_ids))
-        self.generated.append(ids)
-        return TokenOutput(token_ids=ids, log_probs=[-0.25] * len(ids), num_preempted=0)
-
-
-def call(name: str, args: Any) -> str:
-    return "<tool_call>\n" + json.dumps({"name": name, "arguments": args}) + "\n</tool_call>"
-
-
-GOOD = call("code_interpreter", {"code": "print(6*7)"})
+GOOD = hermes_call("code_interpreter", {"code": "print(6*7)"})
 SCRIPT = [  # one trajectory exercising every failure, then a recovery and a final answer
     "Let me compute.\n" + GOOD,
     '<tool_call>\n{"name": "code_interpreter", "arguments": {"code": "print(1)"\n</tool_call>',
-    call("python", {"code": "print(1)"}),
-    call("code_interpreter", {"src": "print(1)"}),
-    call("code_interpreter", {"code": "raise ValueError('boom')"}),
-    call("code_interpreter", {"code": "while True: pass"}),
-    call("code_interpreter", {"code": "print('again')"}),
+    hermes_call("python", {"code": "print(1)"}),
+    hermes_call("code_interpreter", {"src": "print(1)"}),
+    hermes_call("code_interpreter", {"code": "raise ValueError('boom')"}),
+    hermes_call("code_interpreter", {"code": "while True: pass"}),
+    hermes_call("code_interpreter", {"code": "print('again')"}),
     "The answer is \\boxed{42}.",
 ]
 SCRIPT_OUTCOMES = [OK, ERR, ERR, ERR, ERR, TIMEOUT, OK, NONE]
@@ -87,54 +45,6 @@ SCRIPT_OUTCOMES = [OK, ERR, ERR, ERR, ERR, TIMEOUT, OK, NONE]
 @pytest.fixture(scope="module")
 def tok():
     return build_tokenizer()
-
-
-def make_loop(
-    tok: Any,
-    server: Any,
-    tools: list,
-    response_length: int = 4096,
-    tool_timeout_s: float = 300.0,
-    **multi_turn: Any,
-):
-    mt = {
-        "max_user_turns": None,
-        "max_assistant_turns": None,
-        "max_parallel_calls": 1,
-        "max_tool_response_length": 2048,
-        "tool_response_truncate_side": "middle",
-        "format": "hermes",
-        **multi_turn,
-    }
-    rollout = {"multi_turn": mt, "prompt_length": 2048, "response_length": response_length}
-    cfg = OmegaConf.create(
-        {"actor_rollout_ref": {"rollout": {**rollout, "full_determinism": False}}, "data": {}}
-    )
-    return SODToolAgentLoop(
-        trainer_config=DictConfigWrap(cfg),
-        server_manager=server,
-        tokenizer=tok,
-        processor=None,
-        dataset_cls=RLHFDataset,
-        data_config=DictConfigWrap(cfg.data),
-        hf_model_type="qwen3",  # Qwen CT builder: inserts a boundary "\n" after <|im_end|>
-        tools=ToolListWrap(tools),
-        tool_timeout_s=tool_timeout_s,
-    )
-
-
-def run_script(tok: Any, turns: list[str], tools: list | None = None, setup: Any = None, **loop_kw: Any):
-    server = ScriptedServer(tok, turns)
-    tools = tools if tools is not None else [CodeInterpreterTool({"timeout_s": 1.0}, executor=FakeExecutor())]
-    messages = [{"role": "user", "content": "What is 6*7? Use the tool."}]
-
-    async def go():  # verl's AgentLoopBase binds the running event loop at construction
-        loop = make_loop(tok, server, tools, **loop_kw)
-        if setup is not None:
-            setup(loop)
-        return await loop.run({"temperature": 1.0}, raw_prompt=messages)
-
-    return asyncio.run(go()), server
 
 
 def test_every_bad_call_becomes_an_observation_and_the_loop_goes_on(tok):
@@ -283,7 +193,11 @@ def test_any_tool_works_the_calc_function_tool(tok):
     from verl_sod.tasks.chain_calc.calculator import TOOL_FILE
 
     tools = load_function_tools_from_path(TOOL_FILE)
-    turns = [call("calc", {"expression": "7+5"}), call("calc", {"expression": "12*"}), "\\boxed{12}"]
+    turns = [
+        hermes_call("calc", {"expression": "7+5"}),
+        hermes_call("calc", {"expression": "12*"}),
+        "\\boxed{12}",
+    ]
     out, server = run_script(tok, turns, tools=tools)
     assert len(server.generated) == 3
     info = out.extra_fields[EXTRA_FIELDS_KEY]
@@ -295,52 +209,6 @@ def test_any_tool_works_the_calc_function_tool(tok):
 
 
 # ---------------------------------------------------------------------- the loss never sees tool tokens
-def _nested(rows: list[torch.Tensor]) -> torch.Tensor:
-    return torch.nested.as_nested_tensor(rows, layout=torch.jagged)
-
-
-def _loss_batch(fields: list[dict], seed: int = 0):
-    """A verl-shaped micro-batch from agent-loop outputs; tool tokens carry absurd placeholders."""
-    from verl.utils import tensordict_utils as tu
-
-    gen = torch.Generator().manual_seed(seed)
-    masks = [f["response_mask"] for f in fields]
-    student, teacher, seqs = [], [], []
-    for f, m in zip(fields, masks, strict=True):
-        lp_s = torch.where(m == 1, -torch.rand(len(m), generator=gen) - 0.05, torch.zeros(len(m)))
-        lp_t = torch.where(
-            m == 1, lp_s + 0.5 * torch.randn(len(m), generator=gen), torch.full((len(m),), -1e9)
-        )
-        student.append(lp_s)
-        teacher.append(lp_t)
-        seq = torch.zeros(len(f["prompts"]) + len(m))  # position i holds log p(token i+1)
-        seq[len(f["prompts"]) - 1 : len(f["prompts"]) - 1 + len(m)] = lp_s
-        seqs.append(seq)
-    t_seqs = [torch.zeros(len(s)) for s in seqs]
-    for f, t_seq, lp_t in zip(fields, t_seqs, teacher, strict=True):
-        t_seq[len(f["prompts"]) - 1 : len(f["prompts"]) - 1 + len(lp_t)] = lp_t
-    leaf = torch.cat(seqs).requires_grad_(True)
-    offsets = torch.tensor([0] + [len(s) for s in seqs]).cumsum(0)
-    data = TensorDict(
-        {
-            "prompts": _nested([f["prompts"] for f in fields]),
-            "responses": _nested([f["responses"] for f in fields]),
-            "response_mask": _nested(masks),
-            "old_log_probs": _nested(student),
-            "teacher_logprobs": _nested([t.unsqueeze(-1) for t in t_seqs]),
-            "advantages": _nested([m.float() * 0.5 for m in masks]),
-            STEP_IDS_KEY: _nested([f[STEP_IDS_KEY] for f in fields]),
-            TOOL_STATS_KEY: _nested([f[TOOL_STATS_KEY] for f in fields]),
-        },
-        batch_size=[len(fields)],
-    )
-    tu.assign_non_tensor(
-        data, dp_size=1, batch_num_tokens=int(sum(m.sum() for m in masks)), global_batch_size=2
-    )
-    model_output = {"log_probs": torch.nested.nested_tensor_from_jagged(leaf, offsets=offsets), "leaf": leaf}
-    return data, model_output, student, teacher
-
-
 def test_tool_tokens_never_carry_distillation_signal(tok):
     from helpers import TEACHER_OVERRIDES
     from verl.trainer.distillation.losses import distillation_loss, get_distillation_loss_fn
@@ -351,7 +219,7 @@ def test_tool_tokens_never_carry_distillation_signal(tok):
     from verl_sod.presets import compose
 
     fields = [run_script(tok, SCRIPT)[0].as_dict(), run_script(tok, [GOOD, "done"])[0].as_dict()]
-    data, model_output, student, teacher = _loss_batch(fields)
+    data, model_output, student, teacher = agent_loss_batch(fields)
     pad = torch.nn.utils.rnn.pad_sequence
     mask_BT = pad([f["response_mask"] for f in fields], batch_first=True)
     steps_BT = pad([f[STEP_IDS_KEY] for f in fields], batch_first=True, padding_value=-1)
@@ -386,7 +254,7 @@ def test_sod_loss_reports_explicit_step_ids_and_tool_stats(tok):
     from verl_sod.presets import compose
 
     fields = [run_script(tok, SCRIPT)[0].as_dict(), run_script(tok, [GOOD, "done"])[0].as_dict()]
-    data, model_output, _, _ = _loss_batch(fields)
+    data, model_output, _, _ = agent_loss_batch(fields)
     cfg = compose("sod", [*TEACHER_OVERRIDES, "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1"])
     actor_cfg, dist_cfg = (
         omega_conf_to_dataclass(c) for c in (cfg.actor_rollout_ref.actor, cfg.distillation)
@@ -442,7 +310,7 @@ def test_queueing_for_a_sandbox_slot_is_not_a_time_out(tok):
     n, timeout = 64, 1.0
     sandbox = SlotSandbox(slots=4, expected=n, hold_s=1.5 * timeout, work_s=timeout / 20)
     tool = CodeInterpreterTool({"timeout_s": 1.0}, executor=sandbox)
-    hang = call("code_interpreter", {"code": "while True: pass"})
+    hang = hermes_call("code_interpreter", {"code": "while True: pass"})
     messages = [{"role": "user", "content": "What is 6*7? Use the tool."}]
 
     async def trajectory(i: int):

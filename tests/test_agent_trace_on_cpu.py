@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from builders import nested
 from tensordict import TensorDict
 from verl.experimental.agent_loop.tool_parser import ToolParser
 from verl.utils.tokenizer.continuous_token import MergeResult
@@ -121,15 +122,11 @@ def test_lenient_parser_keeps_order_and_marks_bad_blocks():
     assert calls == []
 
 
-def _nested(rows):
-    return torch.nested.as_nested_tensor(rows, layout=torch.jagged)
-
-
 def test_tool_metrics_skip_padding_rows():
     stats = [[3, 1, 1, 0, 1], [2, 0, 0, 0, 0], [3, 1, 1, 0, 1]]  # last row: synthetic padding copy
     masks = [torch.tensor([1, 0, 1]), torch.tensor([1, 1]), torch.tensor([0])]
     data = TensorDict(
-        {"response_mask": _nested(masks), TOOL_STATS_KEY: torch.tensor(stats)},
+        {"response_mask": nested(masks), TOOL_STATS_KEY: torch.tensor(stats)},
         batch_size=[3],
     )
     values = tool_metrics_values(data)
@@ -137,9 +134,9 @@ def test_tool_metrics_skip_padding_rows():
     assert values["agent/tool_failure_rate"] == pytest.approx(2 / 5)
     assert values["agent/traj_with_failure_frac"] == pytest.approx(0.5)
     assert values["agent/traj_recovered_frac"] == pytest.approx(0.5)
-    data[TOOL_STATS_KEY] = _nested([torch.tensor(s) for s in stats])  # jagged storage works too
+    data[TOOL_STATS_KEY] = nested([torch.tensor(s) for s in stats])  # jagged storage works too
     assert tool_metrics(data)["agent/tool_calls_per_traj"].aggregate() == pytest.approx(2.5)
-    assert tool_metrics_values(TensorDict({"response_mask": _nested(masks)}, batch_size=[3])) == {}
+    assert tool_metrics_values(TensorDict({"response_mask": nested(masks)}, batch_size=[3])) == {}
 
 
 @pytest.mark.parametrize(

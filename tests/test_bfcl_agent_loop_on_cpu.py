@@ -18,10 +18,7 @@ import pytest
 pytest.importorskip("bfcl_eval")
 
 import torch
-from omegaconf import OmegaConf
-from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap
-from verl.utils.dataset.rl_dataset import RLHFDataset
-from verl.workers.rollout.replica import TokenOutput
+from scripted_agent import ScriptedServer, agent_loop, hermes_call, rollout_config
 
 from verl_sod.fields import AGENT_EXTRA_KEY as EXTRA_FIELDS_KEY
 from verl_sod.fields import STEP_IDS_KEY, STEP_OUTCOMES_KEY, TOOL_STATS_KEY
@@ -39,21 +36,6 @@ SAMPLE = (
 )
 
 
-class ScriptedServer:
-    """verl server-manager stand-in: returns the scripted turns in order."""
-
-    def __init__(self, tok: Any, turns: list[str]) -> None:
-        self.tok, self.turns = tok, turns
-        self.im_end = tok.convert_tokens_to_ids("<|im_end|>")
-        self.prompts: list[list[int]] = []
-
-    async def generate(self, request_id: str, *, prompt_ids: list[int], sampling_params: dict, **_: Any):
-        text = self.turns[len(self.prompts)] if len(self.prompts) < len(self.turns) else END_TURN
-        ids = [*self.tok.encode(text, add_special_tokens=False), self.im_end]
-        self.prompts.append(list(prompt_ids))
-        return TokenOutput(token_ids=ids, log_probs=[-0.5] * len(ids), num_preempted=0)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return build_tokenizer()
@@ -65,10 +47,6 @@ def tasks() -> dict[str, dict[str, Any]]:
     return {t["id"]: t for t in data.load_tasks(sorted(wanted)) if t["id"] in SAMPLE}
 
 
-def hermes(name: str, args: dict[str, Any]) -> str:
-    return "<tool_call>\n" + json.dumps({"name": name, "arguments": args}) + "\n</tool_call>"
-
-
 def gt_script(task: dict[str, Any], drop_last: bool = False) -> list[str]:
     env = Environment(task["involved_classes"], task["initial_config"])
     turns = [[env.call_from_string(s) for s in calls] for calls in task["ground_truth"]]
@@ -78,37 +56,17 @@ def gt_script(task: dict[str, Any], drop_last: bool = False) -> list[str]:
     script = []
     for calls in turns:
         if calls:
-            script.append("\n".join(hermes(c.name, c.arguments) for c in calls))
+            script.append("\n".join(hermes_call(c.name, c.arguments) for c in calls))
         script.append(END_TURN)
     return script
 
 
 def run_loop(tok: Any, row: dict[str, Any], script: list[str], response_length: int = 65536, **loop_kw: Any):
-    mt = {
-        "max_user_turns": None,
-        "max_assistant_turns": None,
-        "max_parallel_calls": 16,
-        "max_tool_response_length": 100_000,
-        "tool_response_truncate_side": "middle",
-        "format": "hermes",
-    }
-    rollout = {"multi_turn": mt, "prompt_length": 65536, "response_length": response_length}
-    rollout["full_determinism"] = False
-    cfg = OmegaConf.create({"actor_rollout_ref": {"rollout": rollout}, "data": {}})
-    server = ScriptedServer(tok, script)
+    cfg = rollout_config(65536, response_length, max_parallel_calls=16, max_tool_response_length=100_000)
+    server = ScriptedServer(tok, script, log_prob=-0.5, after_end=END_TURN)
 
     async def go():
-        loop = BFCLAgentLoop(
-            trainer_config=DictConfigWrap(cfg),
-            server_manager=server,
-            tokenizer=tok,
-            processor=None,
-            dataset_cls=RLHFDataset,
-            data_config=DictConfigWrap(cfg.data),
-            hf_model_type="qwen3",
-            tools=ToolListWrap([]),
-            **loop_kw,
-        )
+        loop = agent_loop(BFCLAgentLoop, cfg, tok, server, [], **loop_kw)
         return await loop.run({"temperature": 1.0}, raw_prompt=row["prompt"], extra_info=row["extra_info"])
 
     return asyncio.run(go()), server
@@ -172,12 +130,12 @@ def test_bad_calls_are_error_observations_and_tool_errors(tok, tasks):
     row = data.task_row(task, 0, "all")
     script = [
         '<tool_call>\n{"name": "cd", "arguments": {"folder": "document"\n</tool_call>',  # malformed JSON
-        hermes("rm_rf", {"path": "/"}),  # unknown function
-        hermes("cd", {"directory": "document"}),  # argument that does not bind
-        hermes("mkdir", {"dir_name": 5}),  # raises inside the simulated API
-        hermes("cd", {"folder": "nope"}),  # the API's own error dict
-        hermes("cd", {"folder": "__import__('os').system('false')"}),  # only ever a string
-        hermes("cd", {"folder": "document"}),  # ok: a recovery
+        hermes_call("rm_rf", {"path": "/"}),  # unknown function
+        hermes_call("cd", {"directory": "document"}),  # argument that does not bind
+        hermes_call("mkdir", {"dir_name": 5}),  # raises inside the simulated API
+        hermes_call("cd", {"folder": "nope"}),  # the API's own error dict
+        hermes_call("cd", {"folder": "__import__('os').system('false')"}),  # only ever a string
+        hermes_call("cd", {"folder": "document"}),  # ok: a recovery
         END_TURN,
     ]
     out, server = run_loop(tok, row, script)
@@ -201,7 +159,7 @@ def test_bad_calls_are_error_observations_and_tool_errors(tok, tasks):
 def test_more_than_20_steps_in_a_turn_force_quits(tok, tasks):
     task = tasks["multi_turn_base_0"]
     row = data.task_row(task, 0, "all")
-    out, server = run_loop(tok, row, [hermes("pwd", {})] * 30)
+    out, server = run_loop(tok, row, [hermes_call("pwd", {})] * 30)
     assert len(server.prompts) == 21, "BFCL runs 21 steps with calls, then quits"
     result = score(row, out)
     assert result["force_quit"] == 1.0 and result["score"] == 0.0 and result["turns_completed"] == 1.0

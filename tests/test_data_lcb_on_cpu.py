@@ -10,16 +10,12 @@ import zlib
 from pathlib import Path
 
 import pytest
+from helpers import lcb_compress
 
 from verl_sod.data.lcb import decode_test_cases, safe_unpickle
 from verl_sod.data.lcb import tests_ground_truth as ground_truth_of
 
 CASES = [{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]
-
-
-def compress(payload: object) -> str:
-    """LiveCodeBench's private-test encoding: base64(zlib(pickle(json string)))."""
-    return base64.b64encode(zlib.compress(pickle.dumps(json.dumps(payload)))).decode()
 
 
 class _Evil:
@@ -35,7 +31,7 @@ class _Evil:
     [
         pytest.param(json.dumps(CASES), id="json string"),
         pytest.param(CASES, id="list"),
-        pytest.param(compress(CASES), id="compressed"),
+        pytest.param(lcb_compress(CASES), id="compressed"),
         pytest.param(base64.b64encode(zlib.compress(pickle.dumps(CASES))).decode(), id="pickled list"),
     ],
 )

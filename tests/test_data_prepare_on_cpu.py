@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import pickle
 import subprocess
 import sys
 import zlib
@@ -16,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import lcb_compress, read_parquet_rows
 
 from verl_sod.data.__main__ import main
 from verl_sod.data.prompts import SYSTEM_PROMPT
@@ -28,14 +28,6 @@ FN_TRUTH = {"inputs": ["[1, 2]", "[]"], "outputs": ["3", "0"], "fn_name": "total
 def write_parquet(path: Path, rows: list[dict]) -> Path:
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
-
-
-def read_rows(path: Path) -> list[dict]:
-    return pq.read_table(path).to_pylist()
-
-
-def compress(payload: object) -> str:
-    return base64.b64encode(zlib.compress(pickle.dumps(json.dumps(payload)))).decode()
 
 
 def aime2024_rows() -> list[dict]:
@@ -91,9 +83,10 @@ def lcb_official_rows() -> list[dict]:
     functional = [{"input": "[1, 2]", "output": "3", "testtype": "functional"}]
     evil = base64.b64encode(zlib.compress(b"cos\nsystem\n(S'true'\ntR.")).decode()
     return [
-        row("q1", "2025-03-01T00:00:00", stdin_public, compress(stdin_private), None),
+        row("q1", "2025-03-01T00:00:00", stdin_public, lcb_compress(stdin_private), None),
         row("q2", "2025-04-10T00:00:00", functional, json.dumps(functional), "total"),
-        row("q3", "2024-01-01T00:00:00", stdin_public, compress(stdin_private), None),  # outside the window
+        # q3: outside the window
+        row("q3", "2024-01-01T00:00:00", stdin_public, lcb_compress(stdin_private), None),
         row("q4", "2025-03-02T00:00:00", stdin_public, evil, None),  # bad: a pickle that calls os.system
         row("q5", "2025-03-03T00:00:00", functional, "", None),  # bad: functional, no func_name
     ]
@@ -136,7 +129,7 @@ def test_aime2024(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert "bad row 3: AIME answer must be an integer 0-999" in captured.err
     assert "4/4 rows read, 2 written, 2 bad" in captured.out  # progress line
     assert "done: 4 read, 2 written, 2 bad" in captured.out
-    rows = read_rows(tmp_path / "out" / "aime2024.parquet")
+    rows = read_parquet_rows(tmp_path / "out" / "aime2024.parquet")
     assert [r["reward_model"]["ground_truth"] for r in rows] == ["204", "33"]
     first = rows[0]
     assert set(first) == {"data_source", "prompt", "ability", "reward_model", "extra_info", "agent_name"}
@@ -169,7 +162,7 @@ def test_aime2025(tmp_path: Path) -> None:
     rows = [{"problem": "An invented count?", "answer": "070"}, {"problem": "Another?", "answer": "9"}]
     src = write_parquet(tmp_path / "aime_2025_problems.parquet", rows)
     assert run_cli("aime2025", "--input", str(src), "--output", str(tmp_path)) == 0
-    written = read_rows(tmp_path / "aime2025.parquet")
+    written = read_parquet_rows(tmp_path / "aime2025.parquet")
     assert [(r["data_source"], r["reward_model"]["ground_truth"]) for r in written] == [
         ("AIME2025", "70"),
         ("AIME2025", "9"),
@@ -180,7 +173,7 @@ def test_gpqa_diamond(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     src = write_parquet(tmp_path / "gpqa_diamond.parquet", gpqa_rows())
     assert run_cli("gpqa-diamond", "--input", str(src), "--output", str(tmp_path)) == 0
     assert "bad row 2: GPQA ground truth must be one letter A-D" in capsys.readouterr().err
-    rows = read_rows(tmp_path / "gpqa-diamond.parquet")
+    rows = read_parquet_rows(tmp_path / "gpqa-diamond.parquet")
     assert [r["reward_model"]["ground_truth"] for r in rows] == ["B", "D"]
     assert rows[0]["data_source"] == "gpqa_diamond" and rows[0]["extra_info"]["domain"] == "Physics"
     assert "letter" in rows[0]["prompt"][1]["content"]
@@ -205,7 +198,7 @@ def test_livecodebench_eval_format(tmp_path: Path, capsys: pytest.CaptureFixture
     src = write_parquet(tmp_path / "lcb_v6_2502_2505.parquet", lcb_eval_rows())
     assert run_cli("livecodebench", "--input", str(src), "--output", str(tmp_path)) == 0
     assert "bad row 2: 'reward_model' is not valid JSON" in capsys.readouterr().err
-    rows = read_rows(tmp_path / "livecodebench.parquet")
+    rows = read_parquet_rows(tmp_path / "livecodebench.parquet")
     assert [r["data_source"] for r in rows] == ["LiveCodeBench_v6"] * 2
     assert json.loads(rows[0]["reward_model"]["ground_truth"]) == STDIN_TRUTH
     assert json.loads(rows[1]["reward_model"]["ground_truth"]) == FN_TRUTH
@@ -234,7 +227,7 @@ def test_livecodebench_official_format(tmp_path: Path, capsys: pytest.CaptureFix
     if suffix == ".jsonl":
         assert "bad row 5: invalid JSON line" in captured.err
     assert "1 filtered" in captured.out
-    rows = read_rows(tmp_path / "livecodebench.parquet")
+    rows = read_parquet_rows(tmp_path / "livecodebench.parquet")
     assert [r["extra_info"]["question_id"] for r in rows] == ["q1", "q2"]
     truth = json.loads(rows[0]["reward_model"]["ground_truth"])
     assert truth == {"inputs": ["2 3\n", "5 5\n"], "outputs": ["5\n", "10\n"]}  # public + private
@@ -252,7 +245,7 @@ def test_open_agentrl_30k(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
     captured = capsys.readouterr()
     assert "bad row 3: unknown data_source 'unknown_source'" in captured.err
     assert "bad row 4: code ground truth needs 'inputs' and 'outputs' lists" in captured.err
-    rows = read_rows(tmp_path / "open-agentrl-30k.parquet")
+    rows = read_parquet_rows(tmp_path / "open-agentrl-30k.parquet")
     assert [r["data_source"] for r in rows] == ["math_dapo", "mega-science", "prime_code"]
     assert [r["ability"] for r in rows] == ["math", "science", "code"]
     assert all(r["extra_info"]["split"] == "train" for r in rows)

@@ -13,12 +13,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import SFT_CALL_ARGS, openai_row, read_parquet_rows, sharegpt_row
 
 from verl_sod.data.__main__ import main
 from verl_sod.data.base import BadRowError, Options
 from verl_sod.data.sft import CODE_INTERPRETER_SCHEMA, sft_cold_start
 
-CALL_ARGS = {"code": "print(2 + 3)"}
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -27,36 +27,6 @@ WEATHER_TOOL = {
         "parameters": {"type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]},
     },
 }
-
-
-def openai_row() -> dict:
-    """OpenAI chat with a structured tool call (arguments as a JSON string) and no ``tools``."""
-    call = {"id": "c1", "type": "function", "function": {"name": "code_interpreter"}}
-    call["function"]["arguments"] = json.dumps(CALL_ARGS)
-    return {
-        "messages": [
-            {"role": "system", "content": "Think, then use the tool."},
-            {"role": "user", "content": "What is 2 + 3?"},
-            {"role": "assistant", "content": "I will compute it.", "tool_calls": [call]},
-            {"role": "tool", "tool_call_id": "c1", "content": "5\n"},
-            {"role": "assistant", "content": "The answer is \\boxed{5}."},
-        ]
-    }
-
-
-def sharegpt_row() -> dict:
-    """ShareGPT ``conversations`` with a hermes text call and a dict-valued ``arguments``."""
-    body = json.dumps({"name": "code_interpreter", "arguments": {"code": "print('hi')"}})
-    return {
-        "conversations": [
-            {"from": "human", "value": "Print hi."},
-            {"from": "gpt", "value": f"Running it.\n<tool_call>\n{body}\n</tool_call>\n"},
-            {"from": "observation", "value": "hi\n"},
-            {"from": "gpt", "value": "It printed hi."},
-            {"from": "human", "value": "Thanks. And 1 + 1?"},
-            {"from": "gpt", "value": "That is 2."},
-        ]
-    }
 
 
 def custom_tools_row() -> dict:
@@ -86,7 +56,7 @@ def test_openai_row_gets_default_tool_and_string_arguments() -> None:
     call = out["messages"][2]["tool_calls"][0]
     assert call == {
         "type": "function",
-        "function": {"name": "code_interpreter", "arguments": json.dumps(CALL_ARGS)},
+        "function": {"name": "code_interpreter", "arguments": json.dumps(SFT_CALL_ARGS)},
     }
     assert all(set(m) == {"role", "content", "tool_calls"} for m in out["messages"])
     assert out["messages"][3]["tool_calls"] is None
@@ -198,10 +168,6 @@ def _write_inputs(tmp_path: Path) -> dict[str, Path]:
     return {"jsonl": jsonl, "json": as_json, "parquet": parquet}
 
 
-def _read(path: Path) -> list[dict]:
-    return pq.read_table(path).to_pylist()
-
-
 def test_prepare_every_input_shape(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     inputs = _write_inputs(tmp_path)
     out = tmp_path / "out"
@@ -212,7 +178,7 @@ def test_prepare_every_input_shape(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "done: 5 read, 2 written, 3 bad" in captured.out
     # row 2 has its own tools: a different parquet type from the first row's, reported not mangled
     assert "bad row 2: row does not fit the parquet schema of the first row" in captured.err
-    rows = _read(out / "sft-cold-start.parquet")
+    rows = read_parquet_rows(out / "sft-cold-start.parquet")
     assert [len(r["messages"]) for r in rows] == [5, 6]
     assert pq.read_schema(out / "sft-cold-start.parquet").names == ["messages", "tools"]
     for name in ("json", "parquet"):
@@ -222,7 +188,7 @@ def test_prepare_every_input_shape(tmp_path: Path, capsys: pytest.CaptureFixture
             )
             == 0
         )
-        rows = _read(tmp_path / name / "sft-cold-start.parquet")
+        rows = read_parquet_rows(tmp_path / name / "sft-cold-start.parquet")
         assert len(rows) == 2 and rows[0] == convert(openai_row())
 
 

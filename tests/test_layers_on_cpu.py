@@ -2,7 +2,8 @@
 
 Every ``import`` of a ``verl_sod`` module (module level or inside a function) is read from the source
 with :mod:`ast`; a unit is a sub-package of ``verl_sod`` (``verl_sod.algos``) or a top-level module
-(``verl_sod.runner``).
+(``verl_sod.runner``). Tests and benchmarks import no ``test_*`` module: shared builders live in
+tests/helpers.py, tests/builders.py, tests/scripted_agent.py and tests/oracle.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "verl_sod"
+TESTS = PACKAGE.parent / "tests"
 
 # Lower layers first; a unit may import units of its own layer or of lower ones only.
 LAYERS: tuple[frozenset[str], ...] = (
@@ -242,3 +244,44 @@ def test_the_layer_rule_can_fail():
         assert "verl_sod.agent.loop" in _imports(path)
     finally:
         path.unlink()
+
+
+def _test_modules_imported(path: Path) -> set[str]:
+    """The ``tests/test_*.py`` modules ``path`` imports (by their file's stem), anywhere in the file."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):  # ``from tests import test_x`` names the module in the alias
+            prefix = f"{node.module}." if node.module else ""
+            names |= {node.module or ""} | {prefix + a.name for a in node.names}
+    stems = {name.rsplit(".", 1)[-1] for name in names}
+    return {s for s in stems if s.startswith("test_") and (TESTS / f"{s}.py").is_file()}
+
+
+def test_no_test_module_imports_another_test_module():
+    """A builder two test files need lives in a shared module, never in one of the test files."""
+    paths = sorted([*TESTS.rglob("*.py"), *(PACKAGE.parent / "benchmarks").rglob("*.py")])
+    found = [
+        f"{p.relative_to(PACKAGE.parent)} imports {m}"
+        for p in paths
+        for m in sorted(_test_modules_imported(p))
+    ]
+    assert not found, "move the shared code to tests/helpers.py or tests/builders.py:\n" + "\n".join(found)
+
+
+def test_the_test_import_rule_can_fail(tmp_path):
+    """Module level, inside a function, through the ``tests`` package; names of other things pass."""
+    path = tmp_path / "probe.py"
+    path.write_text(
+        "import test_layers_on_cpu\n"
+        "from tests import test_report_on_cpu\n"
+        "def f():\n    from test_sod_loss_on_cpu import test_config_defaults_are_the_papers\n"
+        "from helpers import TEACHER_OVERRIDES\nimport test_no_such_file_on_cpu\n"
+    )
+    assert _test_modules_imported(path) == {
+        "test_layers_on_cpu",
+        "test_report_on_cpu",
+        "test_sod_loss_on_cpu",
+    }

@@ -9,14 +9,10 @@ record in ``extra_fields``, and that verl's token count of the response is the o
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
-from omegaconf import OmegaConf
-from verl.experimental.agent_loop.agent_loop import DictConfigWrap, ToolListWrap
-from verl.utils.dataset.rl_dataset import RLHFDataset
-from verl.workers.rollout.replica import TokenOutput
+from scripted_agent import ScriptedServer, agent_loop, hermes_call, rollout_config
 
 from verl_sod.agent import SODToolAgentLoop
 from verl_sod.fields import AGENT_EXTRA_KEY as EXTRA_FIELDS_KEY
@@ -33,53 +29,25 @@ from verl_sod.tasks.long_horizon.task import (
 from verl_sod.tasks.long_horizon.tool import LongHorizonCalcTool
 
 
-class ScriptedServer:
-    def __init__(self, tok: Any, turns: list[str]) -> None:
-        self.tok, self.turns, self.calls = tok, turns, 0
-        self.im_end = tok.convert_tokens_to_ids("<|im_end|>")
-
-    async def generate(self, request_id: str, *, prompt_ids: list[int], sampling_params: dict, **_: Any):
-        ids = [*self.tok.encode(self.turns[self.calls], add_special_tokens=False), self.im_end]
-        self.calls += 1
-        return TokenOutput(token_ids=ids, log_probs=[-0.1] * len(ids), num_preempted=0)
-
-
 def _turn(message: dict[str, Any]) -> str:
     if not message.get("tool_calls"):
         return message["content"]
     fn = message["tool_calls"][0]["function"]
-    return "<tool_call>\n" + json.dumps({"name": fn["name"], "arguments": fn["arguments"]}) + "\n</tool_call>"
+    return hermes_call(fn["name"], fn["arguments"])
 
 
 def _run(tok, problem, faults, turns, horizon_budget):
     b = budgets(horizon_budget, tok)
-    rollout = {
-        "multi_turn": {
-            "max_user_turns": None,
-            "max_assistant_turns": b.max_assistant_turns,
-            "max_parallel_calls": 1,
-            "max_tool_response_length": 64,
-            "tool_response_truncate_side": "middle",
-            "format": "hermes",
-        },
-        "prompt_length": b.max_prompt_length,
-        "response_length": b.max_response_length,
-        "full_determinism": False,
-    }
-    cfg = OmegaConf.create({"actor_rollout_ref": {"rollout": rollout}, "data": {}})
-    server = ScriptedServer(tok, turns)
+    cfg = rollout_config(
+        b.max_prompt_length,
+        b.max_response_length,
+        max_assistant_turns=b.max_assistant_turns,
+        max_tool_response_length=64,
+    )
+    server = ScriptedServer(tok, turns, log_prob=-0.1)
 
     async def go():
-        loop = SODToolAgentLoop(
-            trainer_config=DictConfigWrap(cfg),
-            server_manager=server,
-            tokenizer=tok,
-            processor=None,
-            dataset_cls=RLHFDataset,
-            data_config=DictConfigWrap(cfg.data),
-            hf_model_type="qwen3",
-            tools=ToolListWrap([LongHorizonCalcTool()]),
-        )
+        loop = agent_loop(SODToolAgentLoop, cfg, tok, server, [LongHorizonCalcTool()])
         kwargs = {"calc": {"create_kwargs": create_kwargs(problem, faults)}}
         return await loop.run({"temperature": 1.0}, raw_prompt=prompt_messages(problem), tools_kwargs=kwargs)
 

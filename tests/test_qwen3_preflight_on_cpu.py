@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import TEACHER_OVERRIDES
+from helpers import TEACHER_OVERRIDES, model_overrides
 from transformers import AutoTokenizer
 
 import verl_sod.register  # noqa: F401  (registers the sod loss that preset=sod composes)
@@ -27,17 +27,7 @@ def dirs(tmp_path_factory) -> dict[str, str]:
 
 
 def _config(dirs: dict[str, str], student: str, teacher: str):
-    return compose(
-        "sod",
-        [
-            *TEACHER_OVERRIDES,
-            f"data.train_files={dirs['data']}",
-            f"data.val_files={dirs['data']}",
-            "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
-            f"actor_rollout_ref.model.path={student}",
-            f"distillation.teacher_models.teacher_model.model_path={teacher}",
-        ],
-    )
+    return compose("sod", [*TEACHER_OVERRIDES, *model_overrides(student, dirs["data"], teacher)])
 
 
 def test_each_family_is_named(dirs):

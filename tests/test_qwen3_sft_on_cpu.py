@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import openai_row, read_parquet_rows, sharegpt_row
 from omegaconf import OmegaConf
-from test_data_sft_on_cpu import openai_row, sharegpt_row
 from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
 
 from verl_sod.data.__main__ import main
@@ -52,12 +52,6 @@ def parquet(tmp_path_factory) -> Path:
     return out / "sft-cold-start.parquet"
 
 
-def _rows(path: Path) -> list[dict]:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pylist()
-
-
 def test_verls_own_dataset_rejects_qwen3s_template(parquet, qwen3_tok):
     dataset = MultiTurnSFTDataset(str(parquet), qwen3_tok, CONFIG)
     for index in range(len(dataset)):  # every row: the whole-chat rendering adds <think> blocks
@@ -67,7 +61,7 @@ def test_verls_own_dataset_rejects_qwen3s_template(parquet, qwen3_tok):
 
 def test_whole_chat_dataset_gives_qwen3s_whole_rendering(parquet, qwen3_tok):
     dataset = WholeChatSFTDataset(str(parquet), qwen3_tok, CONFIG)
-    rows = _rows(parquet)
+    rows = read_parquet_rows(parquet)
     for index, row in enumerate(rows):
         item = dataset[index]
         ids, mask = item["input_ids"][item["attention_mask"].bool()], item["loss_mask"]

@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+from oracle import oracle_step_types
 
 from verl_sod.report.__main__ import main
 from verl_sod.report.agent import failed_cascades, fault_types, silent_steps, success_by_horizon
@@ -482,8 +483,6 @@ def test_fault_types_count_next_calls_and_success():
 
 
 def test_removed_signal_of_recorded_weights_matches_a_loop():
-    from test_step_types_on_cpu import _oracle_types
-
     rng = np.random.default_rng(0)
     codes = {0: "none", 1: "ok", 2: "error", 3: "timeout"}
     trajs = []
@@ -494,7 +493,9 @@ def test_removed_signal_of_recorded_weights_matches_a_loop():
     got = removed_signal(trajs)["weightings"]["divergence"]
     removed, signal = {}, {}
     for t in trajs:
-        types = _oracle_types([{"none": 0, "ok": 1, "error": 2, "timeout": 3}[s.outcome] for s in t.steps])
+        types = oracle_step_types(
+            [{"none": 0, "ok": 1, "error": 2, "timeout": 3}[s.outcome] for s in t.steps]
+        )
         for s, ty in zip(t.steps, types, strict=True):
             removed[ty] = removed.get(ty, 0.0) + (1 - s.w) * s.d * s.tokens
             signal[ty] = signal.get(ty, 0.0) + s.d * s.tokens

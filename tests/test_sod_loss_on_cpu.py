@@ -1,98 +1,28 @@
 """The registered `sod` loss, driven through verl 0.9.1's own distillation loss path.
 
-Micro-batches are built the way verl's engine hands them to the loss: jagged nested tensors per
-trajectory, full-sequence model log-probs and teacher log-probs (left-shifted), response-aligned
-masks and old log-probs, scalar global-batch info.
+Micro-batches (tests/builders.py) are built the way verl's engine hands them to the loss: jagged
+nested tensors per trajectory, full-sequence model log-probs and teacher log-probs (left-shifted),
+response-aligned masks and old log-probs, scalar global-batch info.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TEACHER_OVERRIDES
+from builders import make_micro_batch, nested, sod_configs
 from hydra.errors import InstantiationException
-from oracle import oracle_sod_weights, random_multiturn_mask
-from tensordict import TensorDict
+from oracle import oracle_sod_weights
 from verl.trainer.distillation.losses import (
     distillation_loss,
     distillation_ppo_loss,
     get_distillation_loss_fn,
 )
-from verl.utils import tensordict_utils as tu
-from verl.utils.config import omega_conf_to_dataclass
 
 from verl_sod.algos.sod_config import SODDistillationLossConfig
-from verl_sod.presets import compose
-
-TEACHER = [
-    *TEACHER_OVERRIDES,
-    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1",
-    "actor_rollout_ref.actor.loss_agg_mode=token-mean",
-    "actor_rollout_ref.actor.entropy_coeff=0",
-]
-
-
-def _configs(*overrides: str):
-    cfg = compose("sod", [*TEACHER, *overrides])
-    return omega_conf_to_dataclass(cfg.actor_rollout_ref.actor), omega_conf_to_dataclass(cfg.distillation)
-
-
-def _nested(rows):
-    return torch.nested.as_nested_tensor(rows, layout=torch.jagged)
-
-
-def make_micro_batch(seed: int = 0, B: int = 5, T: int = 40, padding_row: bool = False):
-    """A verl-shaped micro-batch plus the padded ground truth used to build it."""
-    gen = torch.Generator().manual_seed(seed)
-    mask_BT = random_multiturn_mask(B, T, gen)
-    mask_BT[:, 0] = 1  # every real row starts with an assistant token
-    resp_len = [max(int(mask_BT[b].nonzero().max()) + 1, 1) for b in range(B)]
-    prompt_len = [int(x) for x in torch.randint(2, 9, (B,), generator=gen)]
-    lp_s_BT = -torch.rand(B, T, generator=gen) * 2 - 0.05
-    lp_t_BT = lp_s_BT + torch.randn(B, T, generator=gen) * 0.8
-    old_BT = lp_s_BT + torch.randn(B, T, generator=gen) * 0.01
-    if padding_row:  # verl's synthetic padding row: response_len 1, mask [0], zero teacher
-        resp_len[-1], prompt_len[-1] = 1, 1
-        mask_BT[-1] = 0
-    rows = range(B)
-    truth_mask = torch.stack([mask_BT[b] * (torch.arange(T) < resp_len[b]) for b in rows])
-
-    def full_seq(values_BT, b):  # position i holds log p(token i+1): response slice starts at prompt-1
-        seq = torch.zeros(prompt_len[b] + resp_len[b])
-        seq[prompt_len[b] - 1 : prompt_len[b] - 1 + resp_len[b]] = values_BT[b, : resp_len[b]]
-        return seq
-
-    seqs = [full_seq(lp_s_BT, b) for b in rows]
-    leaf = torch.cat(seqs).requires_grad_(True)
-    offsets = torch.tensor([0] + [len(x) for x in seqs]).cumsum(0)
-    log_probs = torch.nested.nested_tensor_from_jagged(leaf, offsets=offsets)
-    data = TensorDict(
-        {
-            "prompts": _nested([torch.ones(prompt_len[b], dtype=torch.long) for b in rows]),
-            "responses": _nested([torch.ones(resp_len[b], dtype=torch.long) for b in rows]),
-            "response_mask": _nested([mask_BT[b, : resp_len[b]] for b in rows]),
-            "old_log_probs": _nested([old_BT[b, : resp_len[b]] for b in rows]),
-            "teacher_logprobs": _nested([full_seq(lp_t_BT, b).unsqueeze(-1) for b in rows]),
-            "advantages": _nested(
-                [torch.full((resp_len[b],), float(b) - 1.5) * mask_BT[b, : resp_len[b]] for b in rows]
-            ),
-        },
-        batch_size=[B],
-    )
-    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=int(truth_mask.sum()), global_batch_size=B)
-    L = max(resp_len)
-    truth = {
-        "mask": mask_BT[:, :L] * (torch.arange(L) < torch.tensor(resp_len).unsqueeze(1)),
-        "lp_s": lp_s_BT[:, :L],
-        "lp_t": lp_t_BT[:, :L],
-        "old": old_BT[:, :L],
-    }
-    truth["lp_s"] = torch.where(truth["mask"] > 0, truth["lp_s"], torch.zeros_like(truth["lp_s"]))
-    return data, {"log_probs": log_probs, "leaf": leaf}, truth
 
 
 def test_registered_fn_returns_weighted_k1_per_token():
-    actor_cfg, dist_cfg = _configs()
+    actor_cfg, dist_cfg = sod_configs()
     data, model_output, truth = make_micro_batch()
     losses, metrics = get_distillation_loss_fn("sod")(actor_cfg, dist_cfg, model_output, data)
     m = truth["mask"]
@@ -113,7 +43,7 @@ def _grad_of(loss: torch.Tensor, model_output, data) -> torch.Tensor:
 
 def test_policy_gradient_advantage_is_weighted_teacher_minus_student():
     """Pure distillation term: d loss / d log p_t = -A_t * c with A_t = w_k (log p_T - log p_S)."""
-    actor_cfg, dist_cfg = _configs()
+    actor_cfg, dist_cfg = sod_configs()
     data, model_output, truth = make_micro_batch(seed=3)
     loss, _ = distillation_loss(actor_cfg, dist_cfg, model_output, data)
     grad = _grad_of(loss, model_output, data)
@@ -131,7 +61,7 @@ def test_policy_gradient_advantage_is_weighted_teacher_minus_student():
 @pytest.mark.parametrize("coef", [1.0, 0.5])
 def test_sod_adds_to_grpo_advantage(coef):
     """Full SOD objective: gradient of A_GRPO + lambda * w_k (log p_T - log p_S), per token."""
-    actor_cfg, dist_cfg = _configs(f"distillation.distillation_loss.distillation_loss_coef={coef}")
+    actor_cfg, dist_cfg = sod_configs(f"distillation.distillation_loss.distillation_loss_coef={coef}")
     data, model_output, truth = make_micro_batch(seed=7)
     loss, metrics = distillation_ppo_loss(actor_cfg, dist_cfg, model_output=model_output, data=data)
     grad = _grad_of(loss, model_output, data)
@@ -146,7 +76,7 @@ def test_sod_adds_to_grpo_advantage(coef):
 
 
 def test_padding_rows_and_stale_step_ids_are_safe():
-    actor_cfg, dist_cfg = _configs()
+    actor_cfg, dist_cfg = sod_configs()
     data, model_output, truth = make_micro_batch(seed=11, padding_row=True)
     # explicit step ids: each row's mask runs, but the padding row copies row 0's (wrong length)
     from verl_sod.algos.sod_weights import mask_run_step_ids
@@ -155,7 +85,7 @@ def test_padding_rows_and_stale_step_ids_are_safe():
     ids = mask_run_step_ids(m.bool())
     lens = data["response_mask"].offsets().diff().tolist()
     rows = [ids[b, : lens[b]] for b in range(len(lens) - 1)] + [ids[0, : lens[0]]]
-    data["sod_step_ids"] = _nested(rows)
+    data["sod_step_ids"] = nested(rows)
     losses, _ = get_distillation_loss_fn("sod")(actor_cfg, dist_cfg, model_output, data)
     assert torch.isfinite(losses).all()
     assert torch.all(losses[-1] == 0)
@@ -164,11 +94,11 @@ def test_padding_rows_and_stale_step_ids_are_safe():
 
 
 def test_explicit_step_ids_change_the_weights():
-    actor_cfg, dist_cfg = _configs()
+    actor_cfg, dist_cfg = sod_configs()
     data, model_output, truth = make_micro_batch(seed=5)
     base, _ = get_distillation_loss_fn("sod")(actor_cfg, dist_cfg, model_output, data)
     lens = data["response_mask"].offsets().diff().tolist()
-    data["sod_step_ids"] = _nested([torch.zeros(n, dtype=torch.long) for n in lens])  # one step per row
+    data["sod_step_ids"] = nested([torch.zeros(n, dtype=torch.long) for n in lens])  # one step per row
     merged, _ = get_distillation_loss_fn("sod")(actor_cfg, dist_cfg, model_output, data)
     m = truth["mask"] > 0
     torch.testing.assert_close(merged.detach()[m], (truth["lp_s"] - truth["lp_t"])[m], rtol=1e-5, atol=1e-6)
@@ -189,7 +119,7 @@ def test_explicit_step_ids_change_the_weights():
 def test_config_range_checks(field, value):
     """hydra wraps the dataclass's ValueError; the message names the offending key."""
     with pytest.raises(InstantiationException, match=rf"ValueError\(.*{field}") as info:
-        _configs(f"distillation.distillation_loss.{field}={value}")
+        sod_configs(f"distillation.distillation_loss.{field}={value}")
     assert "distillation.distillation_loss" in str(info.value)
 
 

@@ -13,9 +13,9 @@ import math
 
 import pytest
 import torch
+from builders import make_micro_batch, nested
 from helpers import TEACHER_OVERRIDES
 from oracle import oracle_row_step_ids
-from test_sod_loss_on_cpu import make_micro_batch
 from verl.utils.config import omega_conf_to_dataclass
 
 from verl_sod.algos.step_types import step_types_BK
@@ -43,10 +43,6 @@ from verl_sod.preflight import ConfigError, _resolve_sod_records
 from verl_sod.presets import compose
 
 
-def _nested(rows):
-    return torch.nested.as_nested_tensor(rows, layout=torch.jagged)
-
-
 def _loss_config(*overrides: str):
     return omega_conf_to_dataclass(
         compose("sod", [*TEACHER_OVERRIDES, *overrides]).distillation
@@ -65,10 +61,10 @@ def _with_agent_fields(data, truth, seed: int = 0):
     rewards = [torch.zeros(lens[b]) for b in range(B)]
     for b in range(B):
         rewards[b][-1] = float(b % 2)
-    data[STEP_IDS_KEY] = _nested(step_rows)
-    data[STEP_OUTCOMES_KEY] = _nested(outcomes)
+    data[STEP_IDS_KEY] = nested(step_rows)
+    data[STEP_OUTCOMES_KEY] = nested(outcomes)
     data[TOOL_STATS_KEY] = torch.arange(B * len(TOOL_STATS_FIELDS)).reshape(B, -1)
-    data["rm_scores"] = _nested(rewards)
+    data["rm_scores"] = nested(rewards)
     return data, outcomes
 
 
@@ -115,7 +111,7 @@ def test_records_match_loop_oracle(seed):
 def test_records_without_agent_fields_use_mask_runs_and_no_tool_stats():
     data, _, truth = make_micro_batch(seed=4, B=4)
     lens = data["response_mask"].offsets().diff().tolist()
-    data["rm_scores"] = _nested([torch.full((n,), 0.25) for n in lens])  # summed over the response
+    data["rm_scores"] = nested([torch.full((n,), 0.25) for n in lens])  # summed over the response
     records = build_records(_loss_config(), data, ["a", "b", "c", "d"], step=1)
     for b, rec in enumerate(records):
         assert rec["tool"] is None
@@ -126,7 +122,7 @@ def test_records_without_agent_fields_use_mask_runs_and_no_tool_stats():
 
 def test_padding_row_is_an_empty_record():
     data, _, _ = make_micro_batch(seed=5, B=4, padding_row=True)
-    data["rm_scores"] = _nested([torch.zeros(n) for n in data["response_mask"].offsets().diff().tolist()])
+    data["rm_scores"] = nested([torch.zeros(n) for n in data["response_mask"].offsets().diff().tolist()])
     records = build_records(_loss_config(), data, list("abcd"), step=1)
     assert records[-1]["pattern"] == "empty" and records[-1]["steps"] == []
     assert all(r["steps"] for r in records[:-1])
@@ -220,7 +216,7 @@ class FakeTQ:
 
     def kv_batch_get(self, keys, partition_id, select_fields):
         self.fetches.append(len(keys))
-        out = {f: _nested([self.rows[k][f] for k in keys]) for f in select_fields}
+        out = {f: nested([self.rows[k][f] for k in keys]) for f in select_fields}
         return __import__("tensordict").TensorDict(out, batch_size=[len(keys)])
 
     def kv_batch_put(self, keys, partition_id, fields):
@@ -344,7 +340,7 @@ def test_records_carry_step_types_fault_labels_content_d_and_reward_extra_info()
     lens = data["response_mask"].offsets().diff().tolist()
     gen = torch.Generator().manual_seed(8)
     tokens = [torch.randint(0, 21, (n,), generator=gen) for n in lens]
-    data["responses"] = _nested(tokens)
+    data["responses"] = nested(tokens)
     faults = [[f"f{b}{k}" for k in range(len(outcomes[b]))] for b in range(5)]
     extras = [{"success": float(b % 2), "horizon": 8, "label": "text is dropped"} for b in range(5)]
     data[TRAJECTORY_EXTRA_FIELD] = _agent_extra(faults, extras)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_sod_loss_on_cpu import _configs, _nested, make_micro_batch
+from builders import jagged_log_probs, make_micro_batch, nested, sod_configs
 from verl.trainer.distillation.losses import distillation_ppo_loss, get_distillation_loss_fn
 from verl.utils import tensordict_utils as tu
 from verl.workers.engine.utils import prepare_micro_batches
@@ -39,28 +39,22 @@ def _step_batch(seed: int, explicit_ids: bool):
     data, model_output, truth = make_micro_batch(seed=seed, B=B, T=48)
     gen = torch.Generator().manual_seed(seed)
     lens = data["response_mask"].offsets().diff().tolist()
-    data["input_ids"] = _nested(
+    data["input_ids"] = nested(
         [torch.ones(int(n), dtype=torch.long) for n in data["prompts"].offsets().diff() + torch.tensor(lens)]
     )
     if explicit_ids:
         ids = mask_run_step_ids(truth["mask"].bool())
-        data[STEP_IDS_KEY] = _nested([torch.where(ids[b] >= 0, ids[b] // 2, -1)[: lens[b]] for b in range(B)])
-    data[STEP_OUTCOMES_KEY] = _nested([torch.randint(0, 4, (8,), generator=gen) for _ in range(B)])
+        data[STEP_IDS_KEY] = nested([torch.where(ids[b] >= 0, ids[b] // 2, -1)[: lens[b]] for b in range(B)])
+    data[STEP_OUTCOMES_KEY] = nested([torch.randint(0, 4, (8,), generator=gen) for _ in range(B)])
     seqs = list(model_output["log_probs"].detach().unbind())
     return data, seqs
-
-
-def _model_output(seqs: list[torch.Tensor]):
-    leaf = torch.cat(seqs).clone().requires_grad_(True)
-    offsets = torch.tensor([0] + [len(s) for s in seqs]).cumsum(0)
-    return {"log_probs": torch.nested.nested_tensor_from_jagged(leaf, offsets=offsets), "leaf": leaf}
 
 
 def _carry(name: str, data, dist_cfg):
     """What the sod_sync trainer writes: the whole step's batch-level weights, fetched in blocks."""
     if name in BATCH_LEVEL_WEIGHTINGS:
         blocks = [tu.index_select_tensor_dict(data, list(range(i, min(i + 5, B)))) for i in range(0, B, 5)]
-        data[STEP_WEIGHTS_KEY] = _nested(batch_step_weights(dist_cfg.distillation_loss, blocks, step=3))
+        data[STEP_WEIGHTS_KEY] = nested(batch_step_weights(dist_cfg.distillation_loss, blocks, step=3))
     return data
 
 
@@ -72,7 +66,7 @@ def _per_row(losses_BT, grad_seq, mb, rows):
 
 
 def _run(actor_cfg, dist_cfg, mb, seqs):
-    out = _model_output(seqs)
+    out = jagged_log_probs(seqs)
     losses_BT, _ = get_distillation_loss_fn("sod")(actor_cfg, dist_cfg, out, mb)
     loss, _ = distillation_ppo_loss(actor_cfg, dist_cfg, model_output=out, data=mb)
     (grad,) = torch.autograd.grad(loss, out["leaf"])
@@ -91,7 +85,7 @@ def _split(data):
 @pytest.mark.parametrize("explicit_ids", [False, True])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_per_row_losses_do_not_depend_on_the_micro_batch_split(name, explicit_ids, seed):
-    actor_cfg, dist_cfg = _configs(*_overrides(name))
+    actor_cfg, dist_cfg = sod_configs(*_overrides(name))
     data, seqs = _step_batch(seed, explicit_ids)
     data = _carry(name, data, dist_cfg)
     whole = _per_row(*_run(actor_cfg, dist_cfg, data, seqs), data, range(B))
@@ -110,7 +104,7 @@ def test_per_row_losses_do_not_depend_on_the_micro_batch_split(name, explicit_id
 @pytest.mark.parametrize("name", sorted(BATCH_LEVEL_WEIGHTINGS))
 def test_a_micro_batch_reference_would_have_changed_the_weights(name):
     """Not vacuous: on these splits, a reference taken per micro-batch gives other weights."""
-    _, dist_cfg = _configs(*_overrides(name))
+    _, dist_cfg = sod_configs(*_overrides(name))
     loss_cfg = dist_cfg.distillation_loss
     data, _ = _step_batch(0, explicit_ids=False)
     carried = batch_step_weights(loss_cfg, [data], step=3)
@@ -124,7 +118,7 @@ def test_a_micro_batch_reference_would_have_changed_the_weights(name):
             n = len(carried[r])
             changed += not torch.equal(local[i, :n], carried[r])
         # and the loss applies the carried weights, not the local ones
-        mb[STEP_WEIGHTS_KEY] = _nested([carried[r] for r in rows])
+        mb[STEP_WEIGHTS_KEY] = nested([carried[r] for r in rows])
         applied = sod_batch_weights(loss_cfg, mb, ref, teacher, mask).applied
         for i, r in enumerate(rows):
             assert torch.equal(applied.weight_BK[i, : len(carried[r])], carried[r])
@@ -132,15 +126,15 @@ def test_a_micro_batch_reference_would_have_changed_the_weights(name):
 
 
 def test_carried_weights_that_do_not_match_the_steps_are_refused():
-    _, dist_cfg = _configs(*_overrides("position_median"))
-    actor_cfg, _ = _configs()
+    _, dist_cfg = sod_configs(*_overrides("position_median"))
+    actor_cfg, _ = sod_configs()
     data, seqs = _step_batch(0, explicit_ids=False)
     data = _carry("position_median", data, dist_cfg)
     rows = list(data[STEP_WEIGHTS_KEY].unbind())
     rows[2] = torch.cat([rows[2], torch.ones(1)])
-    data[STEP_WEIGHTS_KEY] = _nested(rows)
+    data[STEP_WEIGHTS_KEY] = nested(rows)
     with pytest.raises(ValueError, match=r"sod_step_weights.*do not match the steps of 1 row"):
-        get_distillation_loss_fn("sod")(actor_cfg, dist_cfg, _model_output(seqs), data)
+        get_distillation_loss_fn("sod")(actor_cfg, dist_cfg, jagged_log_probs(seqs), data)
 
 
 def test_every_registered_weighting_is_covered():

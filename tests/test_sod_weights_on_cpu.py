@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from oracle import oracle_sod_weights, random_multiturn_mask
+from oracle import oracle_sod_weights, random_sod_batch
 
 from verl_sod import compute_sod_weights, sod_step_stats
-
-
-def _batch(gen, B=16, T=64, scale=1.0):
-    mask = random_multiturn_mask(B, T, gen)
-    student = -torch.rand(B, T, generator=gen) * 3
-    teacher = student + torch.randn(B, T, generator=gen) * scale
-    return student, teacher, mask
 
 
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize(("delta", "min_weight"), [(0.2, 0.0), (0.0, 0.0), (1.5, 0.3)])
 def test_matches_oracle_on_random_batches(seed, delta, min_weight):
     gen = torch.Generator().manual_seed(seed)
-    student, teacher, mask = _batch(gen, scale=float(torch.rand(1, generator=gen)) * 2)
+    student, teacher, mask = random_sod_batch(gen, scale=float(torch.rand(1, generator=gen)) * 2)
     got = compute_sod_weights(student, teacher, mask, delta=delta, min_weight=min_weight)
     want = torch.tensor(oracle_sod_weights(student, teacher, mask, delta=delta, min_weight=min_weight))
     assert got.dtype == torch.float32 and got.shape == mask.shape
@@ -28,7 +21,7 @@ def test_matches_oracle_on_random_batches(seed, delta, min_weight):
 
 
 def test_explicit_step_ids_match_oracle(gen):
-    student, teacher, mask = _batch(gen, B=12, T=48)
+    student, teacher, mask = random_sod_batch(gen, B=12, T=48)
     from verl_sod.algos.sod_weights import mask_run_step_ids
 
     ids = mask_run_step_ids(mask.bool())
@@ -43,7 +36,7 @@ def test_explicit_step_ids_match_oracle(gen):
 
 
 def test_step_ids_never_weight_tool_tokens(gen):
-    student, teacher, mask = _batch(gen, B=4, T=32)
+    student, teacher, mask = random_sod_batch(gen, B=4, T=32)
     step_ids = torch.zeros_like(mask)  # claims every token, tool tokens included, is step 0
     w = compute_sod_weights(student, teacher, mask, step_ids=step_ids)
     assert torch.all(w[mask == 0] == 0)
@@ -51,7 +44,7 @@ def test_step_ids_never_weight_tool_tokens(gen):
 
 
 def test_properties_first_step_one_and_cap(gen):
-    student, teacher, mask = _batch(gen, B=32, T=96, scale=1.5)
+    student, teacher, mask = random_sod_batch(gen, B=32, T=96, scale=1.5)
     stats = sod_step_stats(student, teacher, mask, delta=0.2)
     has = stats.valid_BK.any(dim=1)
     assert torch.all(stats.weight_BK[has, 0] == 1.0)
@@ -105,7 +98,7 @@ def test_empty_and_all_padding_batches():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("mask_dtype", [torch.bool, torch.int32, torch.int64])
 def test_dtypes_compute_in_float32(gen, dtype, mask_dtype):
-    student, teacher, mask = _batch(gen, B=6, T=40)
+    student, teacher, mask = random_sod_batch(gen, B=6, T=40)
     student, teacher = student.to(dtype), teacher.to(dtype)
     got = compute_sod_weights(student, teacher, mask.to(mask_dtype))
     want = torch.tensor(oracle_sod_weights(student.float(), teacher.float(), mask))
@@ -114,7 +107,7 @@ def test_dtypes_compute_in_float32(gen, dtype, mask_dtype):
 
 
 def test_nested_jagged_inputs_match_padded(gen):
-    student, teacher, mask = _batch(gen, B=8, T=50)
+    student, teacher, mask = random_sod_batch(gen, B=8, T=50)
     lengths = [int(x) for x in torch.randint(1, 51, (8,), generator=gen)]
     mask = mask.clone()
     for b, n in enumerate(lengths):
@@ -129,7 +122,7 @@ def test_nested_jagged_inputs_match_padded(gen):
 
 
 def test_inputs_with_grad_are_detached(gen):
-    student, teacher, mask = _batch(gen, B=2, T=16)
+    student, teacher, mask = random_sod_batch(gen, B=2, T=16)
     student.requires_grad_(True)
     assert not compute_sod_weights(student, teacher, mask).requires_grad
 

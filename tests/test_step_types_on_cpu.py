@@ -12,8 +12,8 @@ import math
 
 import pytest
 import torch
-from oracle import oracle_row_step_ids, oracle_sod_weights
-from test_sod_loss_on_cpu import _configs, _nested, make_micro_batch
+from builders import make_micro_batch, nested, sod_configs
+from oracle import oracle_row_step_ids, oracle_sod_weights, oracle_step_types
 from verl.trainer.distillation.losses import get_distillation_loss_fn
 
 from verl_sod.agent.loop import tool_fault
@@ -38,28 +38,11 @@ TYPE_CASES = [
 ]
 
 
-def _oracle_types(row: list[int]) -> list[str]:
-    out, last_call_failed = [], False
-    for k, code in enumerate(row):
-        failed = code in (ERR, TO)
-        if failed:
-            out.append(FAILED)
-        elif code == OK and last_call_failed:
-            out.append(RECOVERY)
-        elif k > 0 and row[k - 1] in (ERR, TO):
-            out.append(AFTER)
-        else:
-            out.append(NORMAL)
-        if code != N:
-            last_call_failed = failed
-    return out
-
-
 @pytest.mark.parametrize(("outcomes", "want"), TYPE_CASES)
 def test_step_types_table(outcomes, want):
     codes = step_types_BK(torch.tensor([outcomes]))[0].tolist()
     assert [STEP_TYPE_NAMES[c] for c in codes] == want
-    assert _oracle_types(outcomes) == want  # the oracle agrees with the table too
+    assert oracle_step_types(outcomes) == want  # the oracle agrees with the table too
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -69,7 +52,7 @@ def test_step_types_match_a_loop_oracle_on_random_outcomes(seed):
     valid = torch.rand(64, 9, generator=gen) < 0.9
     got = step_types_BK(outcomes, valid)
     for b in range(64):
-        want = _oracle_types(outcomes[b].tolist())
+        want = oracle_step_types(outcomes[b].tolist())
         for k in range(9):
             assert got[b, k].item() == (-1 if not valid[b, k] else STEP_TYPES.index(want[k]))
 
@@ -104,20 +87,20 @@ def test_step_type_metrics_add_up():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_loss_reports_the_removed_signal_per_step_type(seed):
     """Through verl's registered loss: d, w and the types from loops over the padded ground truth."""
-    actor_cfg, dist_cfg = _configs()
+    actor_cfg, dist_cfg = sod_configs()
     data, model_output, truth = make_micro_batch(seed=seed, B=6)
     m = truth["mask"]
     ids = [oracle_row_step_ids(m[b]) for b in range(6)]
     n_steps = [max(r) + 1 for r in ids]
     gen = torch.Generator().manual_seed(seed)
     outcomes = [torch.randint(0, 4, (k,), generator=gen) for k in n_steps]
-    data[STEP_OUTCOMES_KEY] = _nested(outcomes)
+    data[STEP_OUTCOMES_KEY] = nested(outcomes)
     _, metrics = get_distillation_loss_fn("sod")(actor_cfg, dist_cfg, model_output, data)
     w = oracle_sod_weights(truth["old"] * m, truth["lp_t"] * m, m)
     removed = dict.fromkeys(STEP_TYPES, 0.0)
     total = 0.0
     for b in range(6):
-        types = _oracle_types(outcomes[b].tolist())
+        types = oracle_step_types(outcomes[b].tolist())
         for t, step in enumerate(ids[b]):
             if step < 0:
                 continue

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from oracle import oracle_row_step_ids, oracle_sod_weights, random_multiturn_mask
-from test_sod_loss_on_cpu import _configs, _nested, make_micro_batch
+from builders import make_micro_batch, nested, sod_configs
+from oracle import oracle_row_step_ids, oracle_sod_weights, random_sod_batch
 from verl.trainer.distillation.losses import get_distillation_loss_fn
 
 import verl_sod.algos.sod_loss  # noqa: F401  (registers loss_mode=sod, needed by the config)
@@ -93,13 +93,6 @@ def oracle_weighting(
 
 
 # ----------------------------------------------------------------------------- helpers
-def _batch(gen, B=16, T=64, scale=1.0):
-    mask = random_multiturn_mask(B, T, gen)
-    student = -torch.rand(B, T, generator=gen) * 3
-    teacher = student + torch.randn(B, T, generator=gen) * scale
-    return student, teacher, mask
-
-
 def _merged_step_ids(mask):
     ids = mask_run_step_ids(mask.bool())
     return torch.where(ids >= 0, ids // 2 * 3 + 1, ids)  # merged runs and gaps in the numbering
@@ -139,7 +132,7 @@ def test_registry_holds_the_builtins():
 @pytest.mark.parametrize("seed", range(4))
 def test_matches_oracle_on_random_batches(name, explicit_ids, seed):
     gen = torch.Generator().manual_seed(100 + seed)
-    student, teacher, mask = _batch(gen, scale=float(torch.rand(1, generator=gen)) * 2)
+    student, teacher, mask = random_sod_batch(gen, scale=float(torch.rand(1, generator=gen)) * 2)
     step_ids = _merged_step_ids(mask) if explicit_ids else None
     outcomes = _random_outcomes(gen, mask.shape[0], K=30)
     stats, _ = _weights(name, student, teacher, mask, step_ids, **_ctx_kwargs(name, seed, outcomes))
@@ -154,7 +147,7 @@ def test_matches_oracle_on_random_batches(name, explicit_ids, seed):
 @pytest.mark.parametrize("name", BUILTIN)
 def test_tool_tokens_always_get_zero(name):
     gen = torch.Generator().manual_seed(7)
-    student, teacher, mask = _batch(gen, B=8, T=48)
+    student, teacher, mask = random_sod_batch(gen, B=8, T=48)
     outcomes = [[2, 3, 2, 3, 2, 3, 2, 3]] * 8
     for step_ids in (None, torch.zeros_like(mask), _merged_step_ids(mask)):  # zeros: claims tool tokens too
         dirty = torch.where(mask.bool(), teacher, torch.full_like(teacher, float("-inf")))
@@ -166,7 +159,7 @@ def test_tool_tokens_always_get_zero(name):
 @pytest.mark.parametrize("seed", range(6))
 def test_random_keeps_the_divergence_mean_and_multiset(seed):
     gen = torch.Generator().manual_seed(seed)
-    student, teacher, mask = _batch(gen, B=24, T=96, scale=1.5)
+    student, teacher, mask = random_sod_batch(gen, B=24, T=96, scale=1.5)
     stats, div = _weights("random", student, teacher, mask, generator=torch.Generator().manual_seed(seed))
     v = div.valid_BK
     torch.testing.assert_close(stats.weight_BK[v].mean(), div.weight_BK[v].mean())
@@ -179,7 +172,7 @@ def test_random_keeps_the_divergence_mean_and_multiset(seed):
 
 def test_random_is_reproducible_by_seed_and_advances():
     gen = torch.Generator().manual_seed(0)
-    student, teacher, mask = _batch(gen, B=16, T=64)
+    student, teacher, mask = random_sod_batch(gen, B=16, T=64)
     a, _ = _weights("random", student, teacher, mask, generator=torch.Generator().manual_seed(5))
     b, _ = _weights("random", student, teacher, mask, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a.weight_BT, b.weight_BT)
@@ -191,7 +184,7 @@ def test_random_is_reproducible_by_seed_and_advances():
 
 def test_uniform_is_one_on_every_assistant_token():
     gen = torch.Generator().manual_seed(2)
-    student, teacher, mask = _batch(gen)
+    student, teacher, mask = random_sod_batch(gen)
     stats, _ = _weights("uniform", student, teacher, mask)
     assert torch.equal(stats.weight_BT, mask.float())
 
@@ -209,7 +202,7 @@ def test_tool_error_gate_by_hand_and_padded_outcomes():
     stats, _ = _weights("tool_error_gate", torch.zeros(2, 9), torch.zeros(2, 9), mask, step_outcomes=outcomes)
     assert stats.weight_BK.tolist() == [[1.0, 1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0]]
     # outcomes shorter than the number of steps: missing ones count as "none"
-    short = _nested([torch.tensor([2]), torch.tensor([], dtype=torch.int64)])
+    short = nested([torch.tensor([2]), torch.tensor([], dtype=torch.int64)])
     stats, _ = _weights("tool_error_gate", torch.zeros(2, 9), torch.zeros(2, 9), mask, step_outcomes=short)
     assert stats.weight_BK.tolist() == [[1.0, 0.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0, 0.0]]
 
@@ -249,7 +242,7 @@ def test_register_decorator_adds_a_selectable_weighting():
 
     try:
         gen = torch.Generator().manual_seed(4)
-        student, teacher, mask = _batch(gen, B=4, T=32)
+        student, teacher, mask = random_sod_batch(gen, B=4, T=32)
         stats, _ = _weights("_test_half", student, teacher, mask)
         assert torch.equal(stats.weight_BT, mask.float() * 0.5)
         assert SODDistillationLossConfig(sod_weighting="_test_half").sod_weighting == "_test_half"
@@ -297,22 +290,22 @@ def test_config_defaults():
 
 
 def test_config_through_hydra_overrides():
-    _, dist = _configs("distillation.distillation_loss.sod_weighting=threshold")
+    _, dist = sod_configs("distillation.distillation_loss.sod_weighting=threshold")
     assert dist.distillation_loss.sod_weighting == "threshold"
     with pytest.raises(Exception, match="sod_weighting"):
-        _configs("distillation.distillation_loss.sod_weighting=bogus")
+        sod_configs("distillation.distillation_loss.sod_weighting=bogus")
 
 
 # ----------------------------------------------------------------------------- loss wiring
 def _loss(weighting, data, model_output, *extra):
-    actor_cfg, dist_cfg = _configs(f"distillation.distillation_loss.sod_weighting={weighting}", *extra)
+    actor_cfg, dist_cfg = sod_configs(f"distillation.distillation_loss.sod_weighting={weighting}", *extra)
     return get_distillation_loss_fn("sod")(actor_cfg, dist_cfg, model_output, data)
 
 
 def test_uniform_sod_loss_equals_k1_opd_on_assistant_tokens():
     data, model_output, truth = make_micro_batch(seed=2)
     losses, metrics = _loss("uniform", data, model_output)
-    actor_cfg, _ = _configs()
+    actor_cfg, _ = sod_configs()
     k1_cfg = SimpleNamespace(distillation_loss=SimpleNamespace(loss_mode="k1"))
     k1, _ = get_distillation_loss_fn("k1")(actor_cfg, k1_cfg, model_output, data)
     m = truth["mask"] > 0
@@ -324,7 +317,7 @@ def test_uniform_sod_loss_equals_k1_opd_on_assistant_tokens():
 
 def test_default_loss_is_unchanged_and_applied_metrics_match():
     data, model_output, truth = make_micro_batch(seed=4)
-    base, _ = get_distillation_loss_fn("sod")(*_configs(), model_output, data)
+    base, _ = get_distillation_loss_fn("sod")(*sod_configs(), model_output, data)
     div, metrics = _loss("divergence", data, model_output)
     assert torch.equal(base, div)
     m = truth["mask"]
@@ -338,9 +331,9 @@ def test_default_loss_is_unchanged_and_applied_metrics_match():
 
 def _carry(weighting, data, *extra):
     """The batch-level weights the sod_sync trainer carries, computed over ``data`` as one batch."""
-    _, dist_cfg = _configs(f"distillation.distillation_loss.sod_weighting={weighting}", *extra)
+    _, dist_cfg = sod_configs(f"distillation.distillation_loss.sod_weighting={weighting}", *extra)
     rows = batch_step_weights(dist_cfg.distillation_loss, [data], step=1)
-    data[STEP_WEIGHTS_KEY] = _nested(rows)
+    data[STEP_WEIGHTS_KEY] = nested(rows)
     return data
 
 
@@ -391,7 +384,7 @@ def test_tool_error_gate_loss_needs_and_uses_step_outcomes():
         _loss("tool_error_gate", data, model_output)
     B = truth["mask"].shape[0]
     outcomes = [[2, 1, 3, 0, 2, 1, 1]] * B
-    data["sod_step_outcomes"] = _nested([torch.tensor(o) for o in outcomes])
+    data["sod_step_outcomes"] = nested([torch.tensor(o) for o in outcomes])
     losses, _ = _loss(
         "tool_error_gate", data, model_output, "distillation.distillation_loss.sod_gate_weight=0.5"
     )
