@@ -154,3 +154,20 @@ def test_tool_token_placeholders_do_not_touch_the_weights(placeholder):
     dirty = compute_sod_weights(student_BT, dirty_BT, mask_BT, delta=0.2)
     assert torch.equal(clean, dirty)
     assert torch.all(dirty[mask_BT == 0] == 0)
+
+
+@pytest.mark.parametrize("placeholder", [-1e9, float("-inf"), float("nan")])
+def test_tool_token_placeholders_do_not_touch_explicit_step_weights(placeholder):
+    """Explicit step ids, even ids that claim tool tokens: their placeholders never reach a step."""
+    gen = torch.Generator().manual_seed(4)
+    student_BT = -torch.rand(3, 14, generator=gen)
+    teacher_BT = -torch.rand(3, 14, generator=gen)
+    mask_BT = torch.tensor([[1, 1, 0, 0, 1, 1, 1, 0, 1, 1, 0, 0, 1, 0]] * 3)
+    step_BT = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, -1, 3, 3]] * 3)
+    stats = sod_step_stats(student_BT, teacher_BT, mask_BT, step_ids=step_BT)
+    dirty_BT = torch.where(mask_BT.bool(), teacher_BT, torch.full_like(teacher_BT, placeholder))
+    dirty = sod_step_stats(student_BT, dirty_BT, mask_BT, step_ids=step_BT)
+    for name in ("weight_BT", "divergence_BK", "weight_BK", "tokens_BK"):
+        assert torch.equal(getattr(stats, name), getattr(dirty, name)), name
+    assert torch.all(dirty.weight_BT[mask_BT == 0] == 0)
+    assert dirty.tokens_BK[0].tolist() == [2, 3, 2, 1]

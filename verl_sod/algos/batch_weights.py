@@ -3,7 +3,8 @@
 :func:`sod_batch_weights` turns the fields of a batch (or micro-batch) into steps, divergences d_k
 and the weights w_k of the configured ``sod_weighting``. It is what the ``sod`` loss calls on every
 micro-batch and what the per-step records call on their sample, so a record shows the weights the
-update used.
+update used. On a jagged micro-batch with explicit step ids the loss calls its packed twin
+:func:`packed_batch_weights` (:mod:`verl_sod.algos.packed`), which gives the same numbers bit for bit.
 
 Split invariance (verl's dynamic batching)
     verl cuts a mini-batch into micro-batches by a token budget (``use_dynamic_bsz``), so which rows
@@ -24,21 +25,25 @@ Split invariance (verl's dynamic batching)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cache, cached_property
 from typing import Any
 
 import torch
 from tensordict import TensorDict
 from verl.workers.utils.padding import no_padding_2_padding
 
+from verl_sod.algos.packed import PackedRows, packed_step_stats, padded_to_packed
 from verl_sod.algos.sod_config import SODDistillationLossConfig
 from verl_sod.algos.sod_weights import SODStepStats, mask_run_step_ids, sod_step_stats, token_step_slots
 from verl_sod.algos.step_weightings import (
     StepWeightingContext,
     apply_step_weighting,
     is_batch_level,
+    keeps_divergence_weights,
     step_weights_BK,
     with_step_weights,
 )
@@ -51,6 +56,7 @@ __all__ = [
     "batch_step_weights",
     "carried_step_weights",
     "divergence_inputs",
+    "packed_batch_weights",
     "padded",
     "resolve_step_ids",
     "sod_batch_weights",
@@ -133,17 +139,19 @@ def _context(loss_config: Any, data: TensorDict | None, step: int = 0) -> StepWe
     )
 
 
-def _paper_stats(loss_config: Any, data: TensorDict, ref_BT: torch.Tensor, teacher_BT, mask_BT):
+def _knobs(loss_config: Any) -> dict[str, float]:
+    return {
+        "epsilon": sod_setting(loss_config, "sod_epsilon"),
+        "delta": sod_setting(loss_config, "sod_delta"),
+        "min_weight": sod_setting(loss_config, "sod_min_weight"),
+    }
+
+
+def _paper_stats(
+    loss_config: Any, data: TensorDict, ref_BT: torch.Tensor, teacher_BT: torch.Tensor, mask_BT: torch.Tensor
+) -> tuple[SODStepStats, torch.Tensor | None]:
     step_ids_BT = resolve_step_ids(data, mask_BT)
-    stats = sod_step_stats(
-        ref_BT,
-        teacher_BT,
-        mask_BT,
-        epsilon=sod_setting(loss_config, "sod_epsilon"),
-        delta=sod_setting(loss_config, "sod_delta"),
-        min_weight=sod_setting(loss_config, "sod_min_weight"),
-        step_ids=step_ids_BT,
-    )
+    stats = sod_step_stats(ref_BT, teacher_BT, mask_BT, step_ids=step_ids_BT, **_knobs(loss_config))
     return stats, step_ids_BT
 
 
@@ -153,8 +161,16 @@ class SODBatchWeights:
 
     stats: SODStepStats  # the paper's divergence weights (patterns and sod/weight_* use these)
     applied: SODStepStats  # the configured weighting's weights (the ones the loss multiplies by)
-    step_ids_BT: torch.Tensor | None  # explicit step ids, or None when steps are mask runs
+    explicit_steps: bool  # steps are the agent loop's explicit step ids (else mask runs)
     carried: bool = False  # applied weights came from the batch-level field STEP_WEIGHTS_KEY
+    resolve_step_ids: Callable[[], torch.Tensor | None] = dataclasses.field(
+        default=lambda: None, repr=False, compare=False
+    )
+
+    @cached_property
+    def step_ids_BT(self) -> torch.Tensor | None:
+        """Explicit step ids padded ``[B, T]``, or None when steps are mask runs (padded on first use)."""
+        return self.resolve_step_ids()
 
 
 def slots_needed_B(valid_BK: torch.Tensor) -> torch.Tensor:
@@ -210,15 +226,52 @@ def sod_batch_weights(
     Per-row weightings are computed here; a batch-level one is read from the carried field.
     """
     stats, step_ids_BT = _paper_stats(loss_config, data, ref_student_BT, teacher_BT, mask_BT)
+    return _weighted(loss_config, data, stats, step_ids_BT is not None, lambda: step_ids_BT, lambda: mask_BT)
+
+
+def packed_batch_weights(
+    loss_config: Any,
+    data: TensorDict,
+    rows: PackedRows,
+    ref_N: torch.Tensor,
+    teacher_N: torch.Tensor,
+    assistant_N: torch.Tensor,
+    step_N: torch.Tensor,
+) -> tuple[SODBatchWeights, torch.Tensor]:
+    """:func:`sod_batch_weights` of a jagged micro-batch with explicit step ids, on its packed
+    response tokens (:mod:`verl_sod.algos.packed`; same numbers), and the applied weights packed
+    ``[N]``. ``assistant_N``: the response mask as bool; ``step_N``: the ``sod_step_ids`` values."""
+    knobs = _knobs(loss_config)
+    stats, w_N = packed_step_stats(rows, ref_N, teacher_N, assistant_N, step_N, **knobs)
+    mask_BT = cache(lambda: padded(data["response_mask"], 0).bool())
+    step_ids_BT = cache(lambda: resolve_step_ids(data, mask_BT()))
+    weights = _weighted(loss_config, data, stats, True, step_ids_BT, mask_BT)
+    if weights.applied is not stats:
+        w_N = padded_to_packed(weights.applied.weight_BT, rows.offsets)
+    return weights, w_N
+
+
+def _weighted(
+    loss_config: Any,
+    data: TensorDict,
+    stats: SODStepStats,
+    explicit: bool,
+    step_ids_BT: Callable[[], torch.Tensor | None],
+    mask_BT: Callable[[], torch.Tensor],
+) -> SODBatchWeights:
+    """The configured weighting applied to the paper's ``stats``; the padded step ids and mask are
+    built only when a weighting other than the paper's needs their token slots."""
     name = sod_setting(loss_config, "sod_weighting")
-    slot_BT = token_step_slots(mask_BT, step_ids_BT)
+    if keeps_divergence_weights(name):  # the paper's weights: stats already hold them per token
+        return SODBatchWeights(stats, stats, explicit, resolve_step_ids=step_ids_BT)
+    if is_batch_level(name) and not has_field(data, STEP_WEIGHTS_KEY):
+        raise _missing_field_error(name)
+    slot_BT = token_step_slots(mask_BT(), step_ids_BT())
     if is_batch_level(name):
-        if not has_field(data, STEP_WEIGHTS_KEY):
-            raise _missing_field_error(name)
         applied = carried_step_weights(stats, data[STEP_WEIGHTS_KEY], slot_BT)
-        return SODBatchWeights(stats, applied, step_ids_BT, carried=True)
+        return SODBatchWeights(stats, applied, explicit, carried=True, resolve_step_ids=step_ids_BT)
     applied = apply_step_weighting(name, stats, slot_BT, _context(loss_config, data))
-    return SODBatchWeights(stats, applied, step_ids_BT)
+    return SODBatchWeights(stats, applied, explicit, resolve_step_ids=step_ids_BT)
 
 
 def _cat_BK(parts: list[torch.Tensor], K: int) -> torch.Tensor:

@@ -12,6 +12,9 @@ How it runs inside verl 0.9.1
     ``w_k * (log p_S - log p_T)`` (a weighted k1 estimate). With ``use_policy_gradient=true`` verl's
     ``distillation_loss`` feeds ``-that`` as the advantage of a PPO-clip surrogate, and with
     ``use_task_rewards=true`` adds it, times ``distillation_loss_coef`` (lambda), to the GRPO surrogate.
+    The values are then a detached advantage, so on a jagged micro-batch with explicit step ids the
+    loss runs without autograd on the packed response tokens (:mod:`verl_sod.algos.packed`), with
+    the numbers of the padded path bit for bit; anything else takes the padded path.
 
 Where this differs from the paper's implementation
     * Two surrogates, not one: verl clips the GRPO term and the distillation term separately (the
@@ -51,17 +54,20 @@ from verl.workers.utils.padding import no_padding_2_padding
 from verl_sod.algos.batch_weights import (
     SODBatchWeights,
     divergence_inputs,
+    has_field,
+    packed_batch_weights,
     padded,
     resolve_step_ids,
     sod_batch_weights,
     sod_setting,
 )
+from verl_sod.algos.packed import PackedRows
 from verl_sod.algos.patterns import sod_metrics
 from verl_sod.algos.sod_weights import SODStepStats
 from verl_sod.algos.step_types import step_type_metrics, step_types_BK
 from verl_sod.algos.step_weightings import step_outcomes_BK
 from verl_sod.algos.tool_metrics import tool_metrics
-from verl_sod.fields import STEP_OUTCOMES_KEY
+from verl_sod.fields import STEP_IDS_KEY, STEP_OUTCOMES_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -87,20 +93,14 @@ def compute_sod_distillation_loss(
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Per-token ``w_k * (log p_S - log p_T)``, shape ``[B, max_resp_len]``, plus SOD metrics."""
     loss_config = distillation_config.distillation_loss
-    student_BT = no_padding_2_padding(model_output["log_probs"], data)
-    ref_student_BT, teacher_BT, mask_BT = divergence_inputs(loss_config, data)
-    if ref_student_BT is None:
-        source = sod_setting(loss_config, "sod_divergence_source")
-        logger.warning("SOD: %s missing from the batch; measuring d_k on the current log-probs.", source)
-        ref_student_BT = student_BT.detach()
-    weights = sod_batch_weights(loss_config, data, ref_student_BT, teacher_BT, mask_BT)
-    stats, applied, step_ids_BT = weights.stats, weights.applied, weights.step_ids_BT
-    weight_BT = applied.weight_BT.to(student_BT.dtype)
-    losses_BT = weight_BT * (student_BT - teacher_BT)
+    # the packed response tokens when the micro-batch allows it, else padded [B, T]: same numbers
+    result = packed_loss(loss_config, model_output, data) or padded_loss(loss_config, model_output, data)
+    losses_BT, abs_loss, weights = result
+    stats, applied = weights.stats, weights.applied
     metrics: dict[str, Any] = {
-        "distillation/abs_loss": Metric(AggregationType.MEAN, losses_BT[mask_BT].abs().mean()),
+        "distillation/abs_loss": Metric(AggregationType.MEAN, abs_loss),
         # 1 when the agent loop's explicit step ids were used, 0 when steps came from mask runs
-        "sod/explicit_step_ids": Metric(AggregationType.MEAN, float(step_ids_BT is not None)),
+        "sod/explicit_step_ids": Metric(AggregationType.MEAN, float(weights.explicit_steps)),
         # 1 when a batch-level weighting's weights came from the step batch (sod_step_weights)
         "sod/batch_level_weights": Metric(AggregationType.MEAN, float(weights.carried)),
     }
@@ -122,6 +122,56 @@ def compute_sod_distillation_loss(
     metrics.update(tool_metrics(data))
     metrics.update(signal_metrics(applied, data))
     return losses_BT, metrics
+
+
+def _missing_source(loss_config: Any) -> None:
+    source = sod_setting(loss_config, "sod_divergence_source")
+    logger.warning("SOD: %s missing from the batch; measuring d_k on the current log-probs.", source)
+
+
+def padded_loss(
+    loss_config: Any, model_output: dict, data: TensorDict
+) -> tuple[torch.Tensor, torch.Tensor, SODBatchWeights]:
+    """``(losses_BT, mean |loss| over assistant tokens, weights)`` through padded ``[B, T]`` fields."""
+    student_BT = no_padding_2_padding(model_output["log_probs"], data)
+    ref_student_BT, teacher_BT, mask_BT = divergence_inputs(loss_config, data)
+    if ref_student_BT is None:
+        _missing_source(loss_config)
+        ref_student_BT = student_BT.detach()
+    weights = sod_batch_weights(loss_config, data, ref_student_BT, teacher_BT, mask_BT)
+    losses_BT = weights.applied.weight_BT.to(student_BT.dtype) * (student_BT - teacher_BT)
+    return losses_BT, losses_BT[mask_BT].abs().mean(), weights
+
+
+def packed_loss(
+    loss_config: Any, model_output: dict, data: TensorDict
+) -> tuple[torch.Tensor, torch.Tensor, SODBatchWeights] | None:
+    """:func:`padded_loss` on the packed response tokens (:mod:`verl_sod.algos.packed`; same numbers),
+    or None where it does not apply: verl must use the loss as a detached advantage
+    (``use_policy_gradient``; the packed path keeps no autograd graph), and the micro-batch must be
+    jagged with explicit step ids on every row."""
+    if not getattr(loss_config, "use_policy_gradient", False) or not has_field(data, STEP_IDS_KEY):
+        return None
+    rows = PackedRows.of(data)
+    if rows is None:
+        return None
+    source = sod_setting(loss_config, "sod_divergence_source")
+    mask_N, step_N = rows.response_values(data["response_mask"]), rows.response_values(data[STEP_IDS_KEY])
+    ref_N = rows.response_values(data[source]) if has_field(data, source) else None
+    student_L = rows.sequence_values(model_output["log_probs"])
+    teacher_L = rows.sequence_values(data["teacher_logprobs"], channels=True)
+    if mask_N is None or step_N is None or student_L is None or teacher_L is None:
+        return None
+    if ref_N is None and has_field(data, source):
+        return None
+    with torch.no_grad():
+        student_N, teacher_N, assistant_N = rows.gather(student_L), rows.gather(teacher_L), mask_N.bool()
+        if ref_N is None:
+            _missing_source(loss_config)
+            ref_N = student_N
+        weights, w_N = packed_batch_weights(loss_config, data, rows, ref_N, teacher_N, assistant_N, step_N)
+        losses_N = w_N.to(student_N.dtype) * (student_N - teacher_N)
+        return rows.padded(losses_N), losses_N[assistant_N].abs().mean(), weights
 
 
 def batch_step_types(stats: SODStepStats, data: TensorDict) -> torch.Tensor:

@@ -67,7 +67,7 @@ class SODStepStats:
         return self.valid_BK.sum(dim=1)
 
 
-def _check_args(epsilon: float, delta: float, min_weight: float) -> None:
+def check_weight_args(epsilon: float, delta: float, min_weight: float) -> None:
     if not epsilon > 0:
         raise ValueError(f"epsilon must be > 0 (it keeps d_k = 0 finite), got {epsilon}")
     if not delta >= 0:
@@ -102,10 +102,20 @@ def token_step_slots(response_mask: torch.Tensor, step_ids: torch.Tensor | None 
     mask_BT = _to_padded(response_mask, "response_mask").bool()
     if step_ids is None:
         return mask_run_step_ids(mask_BT)
+    return _slot_plus_one_BT(mask_BT, _padded_step_ids(step_ids, mask_BT)).sub_(1)
+
+
+def _padded_step_ids(step_ids: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
     step_BT = _to_padded(step_ids, "step_ids", -1).to(device=mask_BT.device, dtype=torch.int64)
     if step_BT.shape != mask_BT.shape:
         raise ValueError(f"step_ids has shape {tuple(step_BT.shape)}, expected {tuple(mask_BT.shape)}")
-    return torch.where(mask_BT & (step_BT >= 0), step_BT, torch.full_like(step_BT, -1))
+    return step_BT
+
+
+def _slot_plus_one_BT(mask_BT: torch.Tensor, step_BT: torch.Tensor) -> torch.Tensor:
+    """int64, shape of ``step_BT``: step slot + 1 of every token, 0 outside steps (mask 0 or a
+    negative id). A fresh tensor."""
+    return torch.where(mask_BT, (step_BT + 1).clamp_(min=0), 0)
 
 
 def broadcast_step_weights(weight_BK: torch.Tensor, slot_BT: torch.Tensor) -> torch.Tensor:
@@ -130,7 +140,7 @@ def sod_step_stats(
 
     Inputs are ``[B, T]`` tensors or nested/jagged tensors with B rows (padded with 0 here).
     """
-    _check_args(epsilon, delta, min_weight)
+    check_weight_args(epsilon, delta, min_weight)
     student_BT = _to_padded(student_logp.detach(), "student_logp").float()
     teacher_BT = _to_padded(teacher_logp.detach(), "teacher_logp").float()
     mask_BT = _to_padded(response_mask, "response_mask").bool()
@@ -139,16 +149,14 @@ def sod_step_stats(
             "student_logp, teacher_logp and response_mask must have one shape, got "
             f"{tuple(student_BT.shape)}, {tuple(teacher_BT.shape)}, {tuple(mask_BT.shape)}"
         )
-    # Zero outside assistant tokens, so placeholder log-probs on tool tokens (-1e9, -inf) cannot
-    # reach the float64 running sum of the mask-run path.
-    diff_BT = torch.where(mask_BT, (student_BT - teacher_BT).abs(), torch.zeros_like(student_BT))
+    diff_BT = (student_BT - teacher_BT).abs_()
     if step_ids is None:
+        # Zero outside assistant tokens, so placeholder log-probs on tool tokens (-1e9, -inf)
+        # cannot reach the float64 running sum of the mask-run path.
+        diff_BT.masked_fill_(~mask_BT, 0.0)
         return _stats_from_runs(diff_BT, mask_BT, epsilon, delta, min_weight)
-    step_BT = _to_padded(step_ids, "step_ids", -1).to(device=mask_BT.device, dtype=torch.int64)
-    if step_BT.shape != mask_BT.shape:
-        raise ValueError(f"step_ids has shape {tuple(step_BT.shape)}, expected {tuple(mask_BT.shape)}")
-    step_BT = torch.where(mask_BT & (step_BT >= 0), step_BT, torch.full_like(step_BT, -1))
-    return _stats_from_step_ids(diff_BT, step_BT, epsilon, delta, min_weight)
+    slot1_BT = _slot_plus_one_BT(mask_BT, _padded_step_ids(step_ids, mask_BT))
+    return _stats_from_step_ids(diff_BT, slot1_BT, epsilon, delta, min_weight)
 
 
 def first_slot_B(valid_BK: torch.Tensor) -> torch.Tensor:
@@ -215,23 +223,35 @@ def _stats_from_runs(
 
 
 def _stats_from_step_ids(
-    diff_BT: torch.Tensor, step_BT: torch.Tensor, eps: float, delta: float, floor: float
+    diff_BT: torch.Tensor, slot1_BT: torch.Tensor, eps: float, delta: float, floor: float
 ) -> SODStepStats:
-    """General path: any per-token step ids (-1 = no step); one bucket per (row, step id)."""
-    B, T = step_BT.shape
-    device = step_BT.device
-    K = max(int(step_BT.max()) + 1, 1) if B * T > 0 else 1
-    dump = B * K
-    row_BT = torch.arange(B, device=device, dtype=torch.int64).unsqueeze(1)
-    key_N = torch.where(step_BT >= 0, row_BT * K + step_BT, dump).view(-1)
-    sums = torch.zeros(dump + 1, device=device).index_add_(0, key_N, diff_BT.reshape(-1))
-    counts = torch.bincount(key_N, minlength=dump + 1)
-    tokens_BK = counts[:dump].view(B, K)
-    valid_BK = tokens_BK > 0
-    d_BK = sums[:dump].view(B, K) / tokens_BK.clamp(min=1) * valid_BK
-    w_BK = _step_weights(d_BK, valid_BK, eps, delta, floor)
-    weight_BT = torch.cat([w_BK.reshape(-1), w_BK.new_zeros(1)])[key_N].view(B, T)
+    """General path: any per-token step ids; ``slot1_BT`` is :func:`_slot_plus_one_BT` (consumed)."""
+    B, T = slot1_BT.shape
+    K = num_slots(slot1_BT)
+    row_B1 = torch.arange(0, B * (K + 1), K + 1, device=slot1_BT.device).unsqueeze(1)
+    key_N = slot1_BT.add_(row_B1).reshape(-1)
+    w_BK, d_BK, tokens_BK, valid_BK = bucket_step_weights(diff_BT.reshape(-1), key_N, B, K, eps, delta, floor)
+    weight_BT = torch.cat([w_BK.new_zeros(B, 1), w_BK], dim=1).view(-1).index_select(0, key_N).view(B, T)
     return SODStepStats(weight_BT, d_BK, w_BK, tokens_BK, valid_BK)
+
+
+def num_slots(slot1: torch.Tensor) -> int:
+    """K: step slots of a batch from its slot + 1 tensor (at least 1)."""
+    return max(int(slot1.max()), 1) if slot1.numel() else 1
+
+
+def bucket_step_weights(
+    diff_N: torch.Tensor, key_N: torch.Tensor, B: int, K: int, eps: float, delta: float, floor: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(w_BK, d_BK, tokens_BK, valid_BK)`` from one bucket per (row, slot + 1): ``key_N`` is
+    ``row * (K + 1) + slot + 1`` of every token. Bucket 0 of each row collects the tokens outside
+    every step and is dropped, so whatever they carry (-inf or nan placeholders on tool tokens)
+    never reaches a step. A step's sum adds its tokens in token order (one ``index_add_``)."""
+    sums_BK1 = torch.zeros(B * (K + 1), device=diff_N.device).index_add_(0, key_N, diff_N).view(B, K + 1)
+    tokens_BK = torch.bincount(key_N, minlength=B * (K + 1)).view(B, K + 1)[:, 1:].contiguous()
+    valid_BK = tokens_BK > 0
+    d_BK = sums_BK1[:, 1:] / tokens_BK.clamp(min=1) * valid_BK
+    return _step_weights(d_BK, valid_BK, eps, delta, floor), d_BK, tokens_BK, valid_BK
 
 
 def compute_sod_weights(

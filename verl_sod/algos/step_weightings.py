@@ -102,6 +102,7 @@ __all__ = [
     "apply_step_weighting",
     "get_step_weighting",
     "is_batch_level",
+    "keeps_divergence_weights",
     "register_step_weighting",
     "step_outcomes_BK",
     "step_weights_BK",
@@ -257,9 +258,14 @@ def apply_step_weighting(
     Per-token weights are broadcast from the steps, so tokens outside steps get 0 whatever the
     weighting returns; invalid step slots are zeroed too.
     """
-    if name == DEFAULT_STEP_WEIGHTING and get_step_weighting(name) is divergence_weighting:
+    if keeps_divergence_weights(name):
         return stats
     return with_step_weights(stats, step_weights_BK(name, stats, ctx), slot_BT)
+
+
+def keeps_divergence_weights(name: str) -> bool:
+    """Whether weighting ``name`` applies the divergence statistics' own weights (no broadcast needed)."""
+    return name == DEFAULT_STEP_WEIGHTING and get_step_weighting(name) is divergence_weighting
 
 
 def step_weights_BK(name: str, stats: SODStepStats, ctx: StepWeightingContext | None = None) -> torch.Tensor:

@@ -11,10 +11,11 @@ One JSON object per sampled trajectory, one file per training step::
 
 ``w`` is the paper's divergence weight, ``w_applied`` the weight of the configured
 ``sod_weighting`` (equal to ``w`` for ``divergence``). Both come from
-:func:`verl_sod.algos.batch_weights.sod_batch_weights`, the function the loss itself calls, on the
-same fields the actor sees (``old_log_probs`` or ``rollout_log_probs``, ``teacher_logprobs``,
-``sod_step_ids``, ``sod_step_outcomes``, and for a batch-level weighting the ``sod_step_weights``
-the trainer computed over the whole step before the update), so a record shows the weights the
+:func:`verl_sod.algos.batch_weights.sod_batch_weights`, the function the loss itself calls (or, bit
+for bit the same, its packed twin ``packed_batch_weights``), on the same fields the actor sees
+(``old_log_probs`` or ``rollout_log_probs``, ``teacher_logprobs``, ``sod_step_ids``,
+``sod_step_outcomes``, and for a batch-level weighting the ``sod_step_weights`` the trainer
+computed over the whole step before the update), so a record shows the weights the
 update applied, for every weighting. ``outcome`` is the outcome of the tool call step k made
 (``none`` without a call); ``tool`` is null without ``sod_tool_agent``. ``verl_sod.report`` reads
 these files.
