@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from builders import make_micro_batch, nested, sod_configs
 from oracle import random_multiturn_mask
-from test_sod_loss_on_cpu import _configs, _nested, make_micro_batch
 from verl.trainer.distillation.losses import get_distillation_loss_fn
 from verl.utils import tensordict_utils as tu
 from verl.workers.utils.padding import no_padding_2_padding
@@ -46,8 +46,8 @@ def _batch(seed: int, ids: str = "runs", placeholder: float | None = None):
         "any": torch.randint(-2, 6, runs.shape, generator=gen),
     }[ids]
     lens = data["response_mask"].offsets().diff().tolist()
-    data[STEP_IDS_KEY] = _nested([step_BT[b, : lens[b]] for b in range(len(lens))])
-    data[STEP_OUTCOMES_KEY] = _nested([torch.randint(0, 4, (8,), generator=gen) for _ in lens])
+    data[STEP_IDS_KEY] = nested([step_BT[b, : lens[b]] for b in range(len(lens))])
+    data[STEP_OUTCOMES_KEY] = nested([torch.randint(0, 4, (8,), generator=gen) for _ in lens])
     if placeholder is not None:
         rows = PackedRows.of(data)
         assert rows is not None
@@ -76,24 +76,24 @@ def _assert_same_path(loss_cfg, model_output, data) -> None:
 @pytest.mark.parametrize("ids", ["runs", "merged", "any"])
 @pytest.mark.parametrize("placeholder", [None, -1e9, float("-inf"), float("nan")])
 def test_packed_path_matches_the_padded_path(seed, ids, placeholder):
-    _, dist_cfg = _configs()
+    _, dist_cfg = sod_configs()
     data, model_output = _batch(seed, ids, placeholder)
     _assert_same_path(dist_cfg.distillation_loss, model_output, data)
 
 
 @pytest.mark.parametrize("name", ["uniform", "threshold", "tool_error_gate", "random", "position_median"])
 def test_packed_path_matches_the_padded_path_for_every_weighting(name):
-    _, dist_cfg = _configs(f"distillation.distillation_loss.sod_weighting={name}")
+    _, dist_cfg = sod_configs(f"distillation.distillation_loss.sod_weighting={name}")
     loss_cfg = dist_cfg.distillation_loss
     data, model_output = _batch(2, "merged")
     if name in ("random", "position_median"):  # batch-level: carried from the step batch
-        data[STEP_WEIGHTS_KEY] = _nested(batch_step_weights(loss_cfg, [data], step=1))
+        data[STEP_WEIGHTS_KEY] = nested(batch_step_weights(loss_cfg, [data], step=1))
     _assert_same_path(loss_cfg, model_output, data)
 
 
 def test_the_registered_loss_takes_the_packed_path(monkeypatch):
     """Same losses and metrics as the padded path, bit for bit, through verl's registry."""
-    actor_cfg, dist_cfg = _configs()
+    actor_cfg, dist_cfg = sod_configs()
     data, model_output = _batch(1, "merged")
     fn = get_distillation_loss_fn("sod")
 
@@ -129,7 +129,7 @@ def _decline_wider_padding(data, loss_cfg):
 
 def _decline_stale_step_ids(data, loss_cfg):  # verl's padding rows copy another row's fields
     rows = list(data[STEP_IDS_KEY].unbind())
-    data[STEP_IDS_KEY] = _nested([*rows[:-1], torch.zeros(len(rows[-1]) + 1, dtype=torch.long)])
+    data[STEP_IDS_KEY] = nested([*rows[:-1], torch.zeros(len(rows[-1]) + 1, dtype=torch.long)])
     return loss_cfg
 
 
@@ -149,7 +149,7 @@ def _decline_padded_source(data, loss_cfg):
     ],
 )
 def test_packed_path_steps_aside(case):
-    _, dist_cfg = _configs()
+    _, dist_cfg = sod_configs()
     data, model_output = _batch(4, "runs")
     loss_cfg = case(data, dist_cfg.distillation_loss)
     assert packed_loss(loss_cfg, model_output, data) is None
