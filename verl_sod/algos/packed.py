@@ -23,7 +23,13 @@ import torch
 from tensordict import TensorDict
 from verl.utils import tensordict_utils as tu
 
-from verl_sod.algos.sod_weights import SODStepStats, bucket_step_weights, check_weight_args, num_slots
+from verl_sod.algos.sod_weights import (
+    SODStepStats,
+    bucket_step_weights,
+    check_weight_args,
+    num_slots,
+    slot_plus_one,
+)
 
 __all__ = ["PackedRows", "packed_step_stats", "packed_to_padded", "padded_to_packed"]
 
@@ -114,10 +120,11 @@ def packed_step_stats(
     check_weight_args(epsilon, delta, min_weight)
     B = rows.offsets.numel() - 1
     diff_N = (student_N.detach().float() - teacher_N.detach().float()).abs_()
-    slot1_N = torch.where(assistant_N, (step_N.to(dtype=torch.int64) + 1).clamp_(min=0), 0)
+    slot1_N = slot_plus_one(assistant_N, step_N)
     K = num_slots(slot1_N)
     row_B = torch.arange(0, B * (K + 1), K + 1, device=slot1_N.device)
     key_N = slot1_N.add_(torch.repeat_interleave(row_B, rows.offsets.diff(), output_size=slot1_N.numel()))
-    w_BK, d_BK, tokens_BK, valid_BK = bucket_step_weights(diff_N, key_N, B, K, epsilon, delta, min_weight)
-    w_N = torch.cat([w_BK.new_zeros(B, 1), w_BK], dim=1).view(-1).index_select(0, key_N)
+    w_N, w_BK, d_BK, tokens_BK, valid_BK = bucket_step_weights(
+        diff_N, key_N, B, K, epsilon, delta, min_weight
+    )
     return SODStepStats(rows.padded(w_N), d_BK, w_BK, tokens_BK, valid_BK), w_N

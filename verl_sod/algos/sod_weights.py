@@ -102,7 +102,7 @@ def token_step_slots(response_mask: torch.Tensor, step_ids: torch.Tensor | None 
     mask_BT = _to_padded(response_mask, "response_mask").bool()
     if step_ids is None:
         return mask_run_step_ids(mask_BT)
-    return _slot_plus_one_BT(mask_BT, _padded_step_ids(step_ids, mask_BT)).sub_(1)
+    return slot_plus_one(mask_BT, _padded_step_ids(step_ids, mask_BT)).sub_(1)
 
 
 def _padded_step_ids(step_ids: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
@@ -112,10 +112,10 @@ def _padded_step_ids(step_ids: torch.Tensor, mask_BT: torch.Tensor) -> torch.Ten
     return step_BT
 
 
-def _slot_plus_one_BT(mask_BT: torch.Tensor, step_BT: torch.Tensor) -> torch.Tensor:
-    """int64, shape of ``step_BT``: step slot + 1 of every token, 0 outside steps (mask 0 or a
-    negative id). A fresh tensor."""
-    return torch.where(mask_BT, (step_BT + 1).clamp_(min=0), 0)
+def slot_plus_one(mask: torch.Tensor, step_ids: torch.Tensor) -> torch.Tensor:
+    """int64, shape of ``step_ids`` (padded ``[B, T]`` or packed ``[N]``): step slot + 1 of every
+    token, 0 outside steps (mask 0 or a negative id). A fresh tensor."""
+    return torch.where(mask, (step_ids.to(dtype=torch.int64) + 1).clamp_(min=0), 0)
 
 
 def broadcast_step_weights(weight_BK: torch.Tensor, slot_BT: torch.Tensor) -> torch.Tensor:
@@ -155,7 +155,7 @@ def sod_step_stats(
         # cannot reach the float64 running sum of the mask-run path.
         diff_BT.masked_fill_(~mask_BT, 0.0)
         return _stats_from_runs(diff_BT, mask_BT, epsilon, delta, min_weight)
-    slot1_BT = _slot_plus_one_BT(mask_BT, _padded_step_ids(step_ids, mask_BT))
+    slot1_BT = slot_plus_one(mask_BT, _padded_step_ids(step_ids, mask_BT))
     return _stats_from_step_ids(diff_BT, slot1_BT, epsilon, delta, min_weight)
 
 
@@ -225,14 +225,15 @@ def _stats_from_runs(
 def _stats_from_step_ids(
     diff_BT: torch.Tensor, slot1_BT: torch.Tensor, eps: float, delta: float, floor: float
 ) -> SODStepStats:
-    """General path: any per-token step ids; ``slot1_BT`` is :func:`_slot_plus_one_BT` (consumed)."""
+    """General path: any per-token step ids; ``slot1_BT`` is :func:`slot_plus_one` (consumed)."""
     B, T = slot1_BT.shape
     K = num_slots(slot1_BT)
     row_B1 = torch.arange(0, B * (K + 1), K + 1, device=slot1_BT.device).unsqueeze(1)
     key_N = slot1_BT.add_(row_B1).reshape(-1)
-    w_BK, d_BK, tokens_BK, valid_BK = bucket_step_weights(diff_BT.reshape(-1), key_N, B, K, eps, delta, floor)
-    weight_BT = torch.cat([w_BK.new_zeros(B, 1), w_BK], dim=1).view(-1).index_select(0, key_N).view(B, T)
-    return SODStepStats(weight_BT, d_BK, w_BK, tokens_BK, valid_BK)
+    w_N, w_BK, d_BK, tokens_BK, valid_BK = bucket_step_weights(
+        diff_BT.reshape(-1), key_N, B, K, eps, delta, floor
+    )
+    return SODStepStats(w_N.view(B, T), d_BK, w_BK, tokens_BK, valid_BK)
 
 
 def num_slots(slot1: torch.Tensor) -> int:
@@ -242,8 +243,9 @@ def num_slots(slot1: torch.Tensor) -> int:
 
 def bucket_step_weights(
     diff_N: torch.Tensor, key_N: torch.Tensor, B: int, K: int, eps: float, delta: float, floor: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(w_BK, d_BK, tokens_BK, valid_BK)`` from one bucket per (row, slot + 1): ``key_N`` is
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(w_N, w_BK, d_BK, tokens_BK, valid_BK)`` from one bucket per (row, slot + 1), ``w_N`` being
+    each token's step weight (0 outside steps): ``key_N`` is
     ``row * (K + 1) + slot + 1`` of every token. Bucket 0 of each row collects the tokens outside
     every step and is dropped, so whatever they carry (-inf or nan placeholders on tool tokens)
     never reaches a step. A step's sum adds its tokens in token order (one ``index_add_``)."""
@@ -251,7 +253,9 @@ def bucket_step_weights(
     tokens_BK = torch.bincount(key_N, minlength=B * (K + 1)).view(B, K + 1)[:, 1:].contiguous()
     valid_BK = tokens_BK > 0
     d_BK = sums_BK1[:, 1:] / tokens_BK.clamp(min=1) * valid_BK
-    return _step_weights(d_BK, valid_BK, eps, delta, floor), d_BK, tokens_BK, valid_BK
+    w_BK = _step_weights(d_BK, valid_BK, eps, delta, floor)
+    w_N = torch.cat([w_BK.new_zeros(B, 1), w_BK], dim=1).view(-1).index_select(0, key_N)
+    return w_N, w_BK, d_BK, tokens_BK, valid_BK
 
 
 def compute_sod_weights(

@@ -9,6 +9,7 @@ tiny models in :mod:`.models`; the config group option ``task=long_horizon`` is
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,8 @@ def _faults(value: FaultConfig | Mapping[str, Any] | None, where: str) -> FaultC
     try:
         return FaultConfig(**value)
     except TypeError as exc:
-        raise ValueError(
-            f"long_horizon {where}: {exc} (FaultConfig fields: {FaultConfig.__annotations__})"
-        ) from None
+        fields = sorted(f.name for f in dataclasses.fields(FaultConfig))
+        raise ValueError(f"long_horizon {where}: {exc}; FaultConfig fields: {fields}") from None
 
 
 def prepare_inputs(
