@@ -3,7 +3,7 @@
 The GGUF was converted once into the cache by ``make install`` (:mod:`verl_sod.tiny.real`). Teacher
 log-probs come from verl's own teacher loop (``AsyncTeacherLLMServerManager``, what the trainer
 calls) served by the ``hf`` backend's server, and must equal a direct forward pass of the model;
-the student is a tiny random Llama sharing SmolLM2's tokenizer.
+the student is SmolLM2 cut to its first 2 decoder layers, sharing its tokenizer.
 """
 
 from __future__ import annotations
@@ -62,8 +62,15 @@ def test_the_converted_teacher_is_smollm2_and_the_student_shares_its_tokenizer(p
     assert tok.eos_token == "<|im_end|>" and tok.eos_token_id == teacher.config.eos_token_id == 2
     student_tok = AutoTokenizer.from_pretrained(paths["student"])
     assert student_tok.get_vocab() == tok.get_vocab() and student_tok.eos_token == "<|im_end|>"
-    student = AutoModelForCausalLM.from_pretrained(paths["student"])
-    assert sum(p.numel() for p in student.parameters()) < 5e6
+    student = AutoModelForCausalLM.from_pretrained(paths["student"], dtype=torch.float32)
+    assert student.config.num_hidden_layers == real.SMOLLM2_STUDENT_LAYERS == 2
+    assert 35e6 < sum(p.numel() for p in student.parameters()) < 36e6  # 28.3M of it the tied embedding
+    kept = {k: v for k, v in teacher.state_dict().items() if not k.startswith("model.layers.")}
+    first_two = ("model.layers.0.", "model.layers.1.")
+    kept |= {k: v for k, v in teacher.state_dict().items() if k.startswith(first_two)}
+    student_state = student.state_dict()
+    assert student_state.keys() == kept.keys()
+    assert all(torch.equal(student_state[k], v) for k, v in kept.items())
 
 
 def test_verls_teacher_loop_gives_the_direct_forward_logprobs(paths, tok, teacher):
@@ -92,11 +99,12 @@ def test_verls_teacher_loop_gives_the_direct_forward_logprobs(paths, tok, teache
         torch.testing.assert_close(teacher_lp[:-1, 0], direct_logprobs(teacher, ids), rtol=1e-4, atol=1e-4)
 
 
-def test_the_pretrained_teacher_knows_more_than_the_random_student(paths, tok, teacher):
+def test_the_pretrained_teacher_knows_more_than_the_cut_student(paths, tok, teacher):
     """The distillation signal has something to teach: on a natural answer the teacher's per-token
-    log-likelihood is far above the random student's (reverse-KL k1 estimate log p_S - log p_T << 0)."""
+    log-likelihood is far above the 2-layer student's (reverse-KL k1 estimate log p_S - log p_T << 0).
+    Measured: teacher -3.5 and -4.3 nats a token, student -24.6 and -25.1 (below uniform, -10.8: the
+    final norm and tied head read a 2-layer residual stream they were not trained on)."""
     student = AutoModelForCausalLM.from_pretrained(paths["student"], dtype=torch.float32).eval()
     for ids in sequences(tok):
         lp_t, lp_s = direct_logprobs(teacher, ids), direct_logprobs(student, ids)
         assert lp_t.mean() > lp_s.mean() + 3.0, (lp_t.mean(), lp_s.mean())
-        assert lp_s.mean() == pytest.approx(-torch.log(torch.tensor(float(len(tok)))), abs=1.0)

@@ -1,11 +1,12 @@
-"""A tiny text task for distilling the real SmolLM2-135M-Instruct into a tiny student (issue 15).
+"""A small text task for distilling the real SmolLM2-135M-Instruct into a small student (issue 15).
 
 Short single-turn chat prompts (no tools), rendered with SmolLM2's own chat template; the student is
-a tiny random Llama sharing SmolLM2's tokenizer and the teacher is the converted SmolLM2 checkpoint
-(:mod:`verl_sod.tiny.real`). The task exists to prove the wiring with a real pretrained teacher (the
-reverse-KL distillation signal falls), not to be solved: the reward only asks for an answer that ends
-(the student emitted its end-of-turn token), so that GRPO's advantages are not all zero.
-The task shape of :mod:`verl_sod.tasks`; hydra option ``task=smollm2_text``.
+SmolLM2 cut to its first 2 decoder layers (sharing its tokenizer and embedding) and the teacher is
+the converted SmolLM2 checkpoint (:mod:`verl_sod.tiny.real`). The task exists to prove the wiring
+with a real pretrained teacher (the reverse-KL distillation signal falls), not to be solved: the
+reward only asks for a non-empty answer of at most ``ground_truth`` (6) words, so that GRPO's
+advantages are not all zero. The task shape of :mod:`verl_sod.tasks`; hydra option
+``task=smollm2_text``.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def write_parquet(out_dir: str | Path, n_train: int = 64, n_val: int = 8) -> dic
 
 
 def prepare_inputs(data_dir: str | Path, n_val: int = 8, n_train: int = 64) -> dict[str, str]:
-    """SmolLM2 (converted once into the cache), the tiny student sharing its tokenizer, the parquet."""
+    """SmolLM2 (converted once into the cache), the cut student sharing its tokenizer, the parquet."""
     from verl_sod.tiny import real
 
     teacher = real.prepare_smollm2()
