@@ -39,3 +39,15 @@ def test_cache_key_of_the_constant_schedule_is_unchanged():
 def test_bad_specs_are_refused(kwargs):
     with pytest.raises(ValueError, match="SFTSpec"):
         sft.SFTSpec(assets.STUDENT, **{"steps": 10, **kwargs})
+
+
+def test_the_cache_key_covers_every_conversation():
+    """Changing any conversation (not only the first) retrains: a stale model is never reused."""
+    spec = sft.SFTSpec(assets.STUDENT, steps=10)
+    data = [[{"role": "user", "content": f"q{i}"}] for i in range(4)]
+    changed = [*data[:3], [{"role": "user", "content": "other"}]]
+    key = sft.cache_dir(spec, "m", data, "sample")
+    assert key == sft.cache_dir(spec, "m", [list(c) for c in data], "sample")
+    assert key != sft.cache_dir(spec, "m", changed, "sample")
+    assert key != sft.cache_dir(spec, "m", data[:3], "sample")
+    assert key != sft.cache_dir(spec, "m", data, "another template")

@@ -14,6 +14,8 @@ rendered sample conversation), so a change of task text, tool schema or chat tem
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable
@@ -126,6 +128,23 @@ def _weighted_loss(
     return (nll_BT * w_BT).sum() / w_BT.sum()
 
 
+def cache_dir(
+    spec: SFTSpec,
+    name: str,
+    data: list[list[dict[str, Any]]],
+    sample: str,
+    extra_tokens: tuple[str, ...] = (),
+) -> Path:
+    """Where the model SFT'd by ``spec`` on ``data`` is cached: keyed by the spec, a digest of every
+    conversation and ``sample`` (the first one rendered by the chat template, so a template change
+    retrains too)."""
+    digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    payload: dict[str, Any] = {"sft": _cache_fields(spec), "sample": sample, "data": digest}
+    if extra_tokens:
+        payload.update(x=list(extra_tokens))
+    return assets.cache_root() / f"sft-{name}-{assets._key(payload)}"
+
+
 def train(
     spec: SFTSpec,
     name: str,
@@ -138,23 +157,20 @@ def train(
     """Fine-tune ``spec.model`` (cached) on ``conversations(n, seed)``; return the saved model dir.
 
     ``conversations(n, seed)`` returns ``n`` deterministic training conversations (OpenAI messages
-    with ``tool_calls``); ``n_conversations`` are drawn with ``spec.seed`` and one with seed 0 keys
-    the cache. ``extra_tokens`` selects the tokenizer variant of :func:`assets.build_tokenizer`.
+    with ``tool_calls``); ``n_conversations`` are drawn with ``spec.seed``, and a digest of all of
+    them (with the first one rendered by the chat template) keys the cache, so a change of the
+    data retrains the model. ``extra_tokens`` selects the tokenizer variant of :func:`assets.build_tokenizer`.
     """
     from transformers import AutoModelForCausalLM
 
     tok = assets.build_tokenizer(extra_tokens=extra_tokens)
-    sample = tok.apply_chat_template(conversations(1, 0)[0], tools=tools, tokenize=False)
-    payload: dict[str, Any] = {"sft": _cache_fields(spec), "sample": sample}
-    if extra_tokens or n_conversations != 512:  # keeps the historical keys of the default setup
-        payload.update(x=list(extra_tokens), n=n_conversations)
-    out = assets.cache_root() / f"sft-{name}-{assets._key(payload)}"
+    data = conversations(n_conversations, spec.seed)
+    out = cache_dir(
+        spec, name, data, tok.apply_chat_template(data[0], tools=tools, tokenize=False), extra_tokens
+    )
     if (out / "config.json").exists():
         return out
-    examples = [
-        encode_trajectory(tok, c, tools, spec.content_weight)
-        for c in conversations(n_conversations, spec.seed)
-    ]
+    examples = [encode_trajectory(tok, c, tools, spec.content_weight) for c in data]
     torch.manual_seed(spec.seed)
     model_dir = assets.build_model(spec.model, extra_tokens=extra_tokens)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from verl_sod.tasks.splits import draw_unique
+from verl_sod.tasks.splits import draw_unique, split_of
 
 DATA_SOURCE = "verl_sod/chain_calc"
 SYSTEM_PROMPT = "Use calc for every step. End with \\boxed{answer}."
@@ -61,14 +61,20 @@ def _draw(rng: random.Random, min_ops: int, max_ops: int) -> Problem:
 
 
 def sft_problems(n: int, seed: int) -> list[Problem]:
-    """The SFT problems of the tiny models: ``n`` draws of the original generator (duplicates and all).
+    """The SFT problems of the tiny models: the first ``n`` draws of the original generator that
+    fall in the ``sft`` split (duplicates kept), so they never meet ``train`` or ``val``.
 
-    Kept as they were because the models trained on the hash-split ``sft`` bucket collapsed (teacher
-    25% greedy on held-out problems, against 100%; cause not found yet, see docs/long-horizon.md).
-    These problems can overlap ``val`` (about 8% of it): the remaining leak of this task.
+    Before 2026-12-02 these were the generator's first ``n`` draws whatever their split (about 8%
+    of ``val`` was among them). A set drawn with :func:`make_problems` (``split="sft"``, distinct
+    problems) once gave a collapsed teacher; that run's cause was not found (docs/long-horizon.md).
     """
     rng = random.Random(seed)
-    return [_draw(rng, 2, 2) for _ in range(n)]
+    out: list[Problem] = []
+    while len(out) < n:
+        problem = _draw(rng, 2, 2)
+        if split_of(problem.question) == "sft":
+            out.append(problem)
+    return out
 
 
 def make_problems(
