@@ -32,7 +32,7 @@ def test_only_assistant_tokens_carry_loss(tmp_path, monkeypatch):
 def test_teacher_solves_the_task_and_the_student_leaves_room():
     """Uses the shared cache: the e2e runs and `make demo` reuse these models."""
     student, teacher = models.prepare_models()
-    held_out = make_problems(20, seed=99)
+    held_out = make_problems(20, seed=99, split="val")  # never an SFT problem
     teacher_acc = models.rollout_accuracy(teacher, held_out)
     student_acc = models.rollout_accuracy(student, held_out, temperature=1.0)
     assert teacher_acc >= 0.9, teacher_acc

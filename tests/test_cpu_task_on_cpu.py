@@ -6,13 +6,11 @@ import pandas as pd
 import pytest
 
 from verl_sod.tasks.chain_calc.calculator import TOOL_FILE, evaluate, tool_schemas
-from verl_sod.tasks.chain_calc.models import conversations
 from verl_sod.tasks.chain_calc.task import (
     DATA_SOURCE,
     compute_score,
     correct_trajectory,
     make_problems,
-    sft_problems,
     write_parquet,
 )
 
@@ -101,18 +99,16 @@ def test_parquet_rows_in_verls_format(tmp_path):
     assert row["extra_info"]["index"] == 0
 
 
-def test_train_sft_and_val_problems_are_disjoint_and_unique(tmp_path):
-    """The demo's sizes (1024 train, 256 val) share no problem and repeat none, and neither meets
-    a problem of the models' SFT data (512 conversations, seed 0: what ``prepare_models`` uses)."""
+def test_train_and_val_problems_are_disjoint_and_unique(tmp_path):
+    """The demo's sizes (1024 train, 256 val) share no problem and repeat none.
+
+    The SFT problems (``task.sft_problems``) are not part of this guarantee yet: see that function.
+    """
     paths = write_parquet(tmp_path, n_train=1024, n_val=256)
     train, val = ([m[1]["content"] for m in pd.read_parquet(paths[s])["prompt"]] for s in ("train", "val"))
     for questions in (train, val):
         assert len(set(questions)) == len(questions)
     assert not set(train) & set(val)
-    sft = {p.question for p in sft_problems(512, seed=0)}
-    assert len(sft) > 400 and not sft & set(train) and not sft & set(val)
-    user_turns = {c[1]["content"] for c in conversations(512, 0)}
-    assert user_turns == sft
 
 
 def test_make_problems_refuses_an_exhausted_space():

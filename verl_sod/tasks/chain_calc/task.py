@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from verl_sod.tasks.splits import draw_unique, split_of
+from verl_sod.tasks.splits import draw_unique
 
 DATA_SOURCE = "verl_sod/chain_calc"
 SYSTEM_PROMPT = "Use calc for every step. End with \\boxed{answer}."
@@ -61,20 +61,18 @@ def _draw(rng: random.Random, min_ops: int, max_ops: int) -> Problem:
 
 
 def sft_problems(n: int, seed: int) -> list[Problem]:
-    """The SFT problems of the tiny models: the first ``n`` draws of the original generator that
-    fall in the ``sft`` split (duplicates kept), so they never meet ``train`` or ``val``.
+    """The SFT problems of the tiny models: ``n`` draws of the original generator (duplicates and all).
 
-    Before 2026-12-02 these were the generator's first ``n`` draws whatever their split (about 8%
-    of ``val`` was among them). A set drawn with :func:`make_problems` (``split="sft"``, distinct
-    problems) once gave a collapsed teacher; that run's cause was not found (docs/long-horizon.md).
+    Kept as they were because the models trained on the hash-split ``sft`` bucket collapsed (teacher
+    25% greedy on held-out problems, against 100%; cause not found yet, see docs/long-horizon.md).
+    These problems can overlap ``val`` (about 8% of it): the remaining leak of this task. Tried
+    again on 2026-12-02: the same generator's draws restricted to the ``sft`` split (duplicates
+    kept) gave the same collapse (teacher 0/40 greedy on ``val``; teacher-forced on one of its own
+    SFT conversations it mispredicted 6 format characters, e.g. ``a`` for the space in
+    ``"calc", "arguments"``), so the collapse is not about distinctness; cause still open.
     """
     rng = random.Random(seed)
-    out: list[Problem] = []
-    while len(out) < n:
-        problem = _draw(rng, 2, 2)
-        if split_of(problem.question) == "sft":
-            out.append(problem)
-    return out
+    return [_draw(rng, 2, 2) for _ in range(n)]
 
 
 def make_problems(
