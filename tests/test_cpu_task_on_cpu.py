@@ -5,9 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from verl_sod.tasks.chain_calc import models
 from verl_sod.tasks.chain_calc.calculator import TOOL_FILE, evaluate, tool_schemas
 from verl_sod.tasks.chain_calc.task import (
     DATA_SOURCE,
+    SFT_SEED,
+    SFT_SIZE,
     compute_score,
     correct_trajectory,
     make_problems,
@@ -99,16 +102,19 @@ def test_parquet_rows_in_verls_format(tmp_path):
     assert row["extra_info"]["index"] == 0
 
 
-def test_train_and_val_problems_are_disjoint_and_unique(tmp_path):
-    """The demo's sizes (1024 train, 256 val) share no problem and repeat none.
-
-    The SFT problems (``task.sft_problems``) are not part of this guarantee yet: see that function.
-    """
+def test_train_sft_and_val_problems_are_disjoint_and_unique(tmp_path):
+    """The demo's sizes (1024 train, 256 val) share no problem and repeat none, and neither meets a
+    problem of the tiny models' SFT data (the conversations ``prepare_models`` trains on)."""
     paths = write_parquet(tmp_path, n_train=1024, n_val=256)
     train, val = ([m[1]["content"] for m in pd.read_parquet(paths[s])["prompt"]] for s in ("train", "val"))
     for questions in (train, val):
         assert len(set(questions)) == len(questions)
     assert not set(train) & set(val)
+    assert models.TEACHER_SFT.seed == models.STUDENT_SFT.seed == SFT_SEED
+    sft = {c[1]["content"] for c in models.conversations(SFT_SIZE, SFT_SEED)}
+    assert len(sft) > 400 and not sft & set(train) and not sft & set(val)
+    held_out = {p.question for p in make_problems(40, seed=99, split="val")}  # models.py's evaluation
+    assert not sft & held_out
 
 
 def test_make_problems_refuses_an_exhausted_space():

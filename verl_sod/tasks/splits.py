@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TypeVar
 
 P = TypeVar("P")
@@ -30,9 +30,15 @@ def split_of(key: str) -> str:
 
 
 def draw_unique(
-    draw: Callable[[random.Random], P], key: Callable[[P], str], n: int, seed: int, split: str | None
+    draw: Callable[[random.Random], P],
+    key: Callable[[P], str],
+    n: int,
+    seed: int,
+    split: str | None,
+    exclude: Collection[str] = (),
 ) -> list[P]:
-    """``n`` distinct problems (by ``key``) from ``draw(rng)``, all in ``split`` (any split if None)."""
+    """``n`` distinct problems (by ``key``) from ``draw(rng)``, all in ``split`` (any split if None),
+    none of whose keys is in ``exclude``."""
     if split is not None and split not in SPLIT_BUCKETS:
         raise ValueError(f"unknown split {split!r}; choose one of {sorted(SPLIT_BUCKETS)}")
     rng = random.Random(seed)
@@ -43,7 +49,7 @@ def draw_unique(
             break
         problem = draw(rng)
         k = key(problem)
-        if k in seen or (split is not None and split_of(k) != split):
+        if k in seen or k in exclude or (split is not None and split_of(k) != split):
             continue
         seen.add(k)
         out.append(problem)

@@ -20,6 +20,8 @@ import torch
 
 from verl_sod.tasks.chain_calc.calculator import evaluate, tool_schemas
 from verl_sod.tasks.chain_calc.task import (
+    SFT_SEED,
+    SFT_SIZE,
     Problem,
     compute_score,
     correct_trajectory,
@@ -32,8 +34,8 @@ from verl_sod.tiny import assets, sft
 _CALL = re.compile(
     r'<tool_call>\s*\{"name": "calc", "arguments": \{"expression": "([^"]*)"\}\}\s*</tool_call>'
 )
-TEACHER_SFT = sft.SFTSpec(assets.TEACHER, steps=800)
-STUDENT_SFT = sft.SFTSpec(assets.STUDENT, steps=440)
+TEACHER_SFT = sft.SFTSpec(assets.TEACHER, steps=800, seed=SFT_SEED)
+STUDENT_SFT = sft.SFTSpec(assets.STUDENT, steps=440, seed=SFT_SEED)
 
 
 def conversations(n: int, seed: int) -> list[list[dict[str, Any]]]:
@@ -44,8 +46,8 @@ def conversations(n: int, seed: int) -> list[list[dict[str, Any]]]:
 def prepare_models() -> tuple[Path, Path]:
     """(student_dir, teacher_dir): a weak student and a strong teacher sharing one tokenizer."""
     tools = tool_schemas()
-    teacher = sft.train(TEACHER_SFT, "teacher", conversations, tools)
-    student = sft.train(STUDENT_SFT, "student", conversations, tools)
+    teacher = sft.train(TEACHER_SFT, "teacher", conversations, tools, n_conversations=SFT_SIZE)
+    student = sft.train(STUDENT_SFT, "student", conversations, tools, n_conversations=SFT_SIZE)
     return student, teacher
 
 

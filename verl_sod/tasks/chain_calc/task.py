@@ -14,6 +14,7 @@ verl's tool agent loop plus SOD step ids and tool-outcome records;
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -60,19 +61,29 @@ def _draw(rng: random.Random, min_ops: int, max_ops: int) -> Problem:
             return problem
 
 
+#: the tiny models' SFT data: this many draws with this seed (``models.prepare_models`` uses them)
+SFT_SIZE = 512
+SFT_SEED = 0
+
+
 def sft_problems(n: int, seed: int) -> list[Problem]:
     """The SFT problems of the tiny models: ``n`` draws of the original generator (duplicates and all).
 
-    Kept as they were because the models trained on the hash-split ``sft`` bucket collapsed (teacher
-    25% greedy on held-out problems, against 100%; cause not found yet, see docs/long-horizon.md).
-    These problems can overlap ``val`` (about 8% of it): the remaining leak of this task. Tried
-    again on 2026-12-02: the same generator's draws restricted to the ``sft`` split (duplicates
-    kept) gave the same collapse (teacher 0/40 greedy on ``val``; teacher-forced on one of its own
-    SFT conversations it mispredicted 6 format characters, e.g. ``a`` for the space in
-    ``"calc", "arguments"``), so the collapse is not about distinctness; cause still open.
+    They are not the hash ``sft`` split: models trained on that split collapsed twice (2026-12-01
+    with distinct problems, teacher 25% greedy on held-out problems against 100%; 2026-12-02 with
+    these draws restricted to the split, teacher 0/40, and teacher-forced on one of its own SFT
+    conversations it mispredicted 6 format characters, e.g. ``a`` for the space in
+    ``"calc", "arguments"``); cause open (docs/long-horizon.md). Instead, :func:`make_problems`
+    keeps the SFT problems out of ``train`` and ``val``.
     """
     rng = random.Random(seed)
     return [_draw(rng, 2, 2) for _ in range(n)]
+
+
+@functools.cache
+def sft_questions() -> frozenset[str]:
+    """The questions of the tiny models' SFT data (``SFT_SIZE`` draws with ``SFT_SEED``)."""
+    return frozenset(p.question for p in sft_problems(SFT_SIZE, SFT_SEED))
 
 
 def make_problems(
@@ -80,8 +91,12 @@ def make_problems(
 ) -> list[Problem]:
     """``n`` distinct deterministic problems with small operands and intermediate values in [-20, 99],
     all of ``split`` (``sft`` / ``train`` / ``val``: disjoint hash buckets of the question, so the
-    splits never share a problem whatever the seeds; None: any)."""
-    return draw_unique(lambda rng: _draw(rng, min_ops, max_ops), lambda p: p.question, n, seed, split)
+    splits never share a problem whatever the seeds; None: any). ``train`` and ``val`` problems are
+    never among the tiny models' SFT problems (:func:`sft_questions`)."""
+    exclude = sft_questions() if split in ("train", "val") else frozenset()
+    return draw_unique(
+        lambda rng: _draw(rng, min_ops, max_ops), lambda p: p.question, n, seed, split, exclude
+    )
 
 
 def prompt_messages(problem: Problem) -> list[dict[str, str]]:
