@@ -188,9 +188,10 @@ def build_smollm2_student(layers: int = SMOLLM2_STUDENT_LAYERS) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not 1 <= layers < 30:
-        raise ValueError(f"the SmolLM2 student keeps 1..29 of the teacher's 30 layers, got layers={layers}")
     teacher = prepare_smollm2()
+    depth = json.loads((teacher / "config.json").read_text())["num_hidden_layers"]
+    if not 1 <= layers < depth:
+        raise ValueError(f"the SmolLM2 student keeps 1..{depth - 1} of SmolLM2's {depth} layers: {layers}")
     out = cache_root() / f"smollm2-first{layers}-student-hf{_CONVERSION}"
     if (out / "config.json").exists():
         return out

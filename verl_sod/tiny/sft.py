@@ -8,8 +8,9 @@ Loss is next-token cross-entropy on assistant tokens only (tool calls, the final
 closing ``<|im_end|>``); system, user and tool-response tokens are context, and so is an assistant
 message marked ``"train": False`` (e.g. a failed tool call the model should not imitate, while the
 recovery after it is supervised). Results are cached under
-:func:`verl_sod.tiny.assets.cache_root`, keyed by everything that shapes them (the spec and a
-rendered sample conversation), so a change of task text, tool schema or chat template retrains.
+:func:`verl_sod.tiny.assets.cache_root`, keyed by everything that shapes them (the spec, a digest
+of every conversation and the first one rendered; :func:`cache_dir`), so a change of task text,
+tool schema or chat template retrains.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def _lr_factor(spec: SFTSpec, step: int) -> float:
 
 
 def _cache_fields(spec: SFTSpec) -> dict[str, Any]:
-    """The spec as it keys the cache; schedule fields only when not the historical constant lr, so
-    models trained before the schedule existed keep their keys."""
+    """The spec as it keys the cache; the schedule fields only when not the constant lr (a constant-lr
+    spec keys exactly as before the schedule existed)."""
     fields = asdict(spec)
     if not spec.cosine:
         fields.pop("cosine")
